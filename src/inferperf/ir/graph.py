@@ -1,0 +1,298 @@
+"""The one graph representation every later stage consumes.
+
+A :class:`ModelGraph` is built from an ONNX model after shape inference. It keeps no weights, only what the
+measurement, dataset and predictor stages need: per-node shapes, cost (FLOPs / MACs / bytes), the real
+data-flow edges, and graph-level static features. It serialises to plain JSON so datasets can ship it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+#: bytes per element of ONNX tensor element types, by name
+DTYPE_BYTES: dict[str, int] = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float64": 8,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "uint16": 2,
+    "int32": 4,
+    "uint32": 4,
+    "int64": 8,
+    "uint64": 8,
+    "bool": 1,
+    "float8e4m3fn": 1,
+    "float8e5m2": 1,
+    "string": 0,
+}
+
+
+def qualified_op(domain: str, op_type: str) -> str:
+    """Domain-qualified op type: plain for the default ONNX domain, ``domain::Op`` otherwise.
+
+    ORT's contrib ops (``com.microsoft::FusedConv``) and standard ops (``Conv``) must never collide in a
+    vocabulary, while the common standard ops stay readable.
+    """
+    if domain in DEFAULT_DOMAINS:
+        return op_type
+    return f"{domain}::{op_type}"
+
+
+@dataclass
+class TensorInfo:
+    """A tensor's static description. ``shape`` is None when shape inference could not resolve it."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    dtype: str
+    is_weight: bool = False
+
+    @property
+    def numel(self) -> int | None:
+        if self.shape is None:
+            return None
+        return math.prod(self.shape) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes; 0 when unknown (the caller records a warning for unknown shapes)."""
+        n = self.numel
+        if n is None:
+            return 0
+        return n * DTYPE_BYTES.get(self.dtype, 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape) if self.shape is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorInfo:
+        shape = tuple(d["shape"]) if d.get("shape") is not None else None
+        return cls(name=d["name"], shape=shape, dtype=d["dtype"], is_weight=d.get("is_weight", False))
+
+
+@dataclass
+class Node:
+    """One operator of the graph with its static cost.
+
+    ``flops`` counts every arithmetic operation (a multiply-add is 2); ``macs`` counts multiply-accumulates
+    of the dense linear-algebra ops only (conv, matmul, gemm, attention, recurrent cells), which is the
+    quantity papers quote as "GMACs". ``has_formula`` is False when no cost formula exists for the op: its
+    flops are then 0 *and* the graph lists it in ``warnings``.
+    """
+
+    index: int
+    name: str
+    op_type: str
+    domain: str
+    attributes: dict[str, Any]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    flops: int = 0
+    macs: int = 0
+    params: int = 0
+    weight_bytes: int = 0
+    activation_bytes_read: int = 0
+    bytes_written: int = 0
+    has_formula: bool = True
+    module: str = ""
+
+    @property
+    def qualified_type(self) -> str:
+        return qualified_op(self.domain, self.op_type)
+
+    @property
+    def bytes_read(self) -> int:
+        return self.activation_bytes_read + self.weight_bytes
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        """FLOPs per byte moved; the x-axis of a roofline plot."""
+        moved = self.bytes_read + self.bytes_written
+        return self.flops / moved if moved else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "op_type": self.op_type,
+            "domain": self.domain,
+            "attributes": self.attributes,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "flops": self.flops,
+            "macs": self.macs,
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "activation_bytes_read": self.activation_bytes_read,
+            "bytes_written": self.bytes_written,
+            "has_formula": self.has_formula,
+            "module": self.module,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Node:
+        return cls(
+            index=d["index"],
+            name=d["name"],
+            op_type=d["op_type"],
+            domain=d["domain"],
+            attributes=d["attributes"],
+            inputs=[TensorInfo.from_dict(t) for t in d["inputs"]],
+            outputs=[TensorInfo.from_dict(t) for t in d["outputs"]],
+            flops=d["flops"],
+            macs=d["macs"],
+            params=d["params"],
+            weight_bytes=d["weight_bytes"],
+            activation_bytes_read=d["activation_bytes_read"],
+            bytes_written=d["bytes_written"],
+            has_formula=d["has_formula"],
+            module=d.get("module", ""),
+        )
+
+
+@dataclass
+class Edge:
+    """A producer → consumer data-flow edge carrying one tensor."""
+
+    src: int
+    dst: int
+    tensor: str
+    nbytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelGraph:
+    """A model as a DAG of costed operators, without weights.
+
+    ``metadata`` carries what the caller knows beyond the ONNX file: family, architecture name, batch size,
+    sequence length / image size, source. ``warnings`` lists every op whose cost could not be computed and
+    every tensor whose shape stayed unknown — never silently zero.
+    """
+
+    name: str
+    nodes: list[Node]
+    edges: list[Edge]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    opset: int
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    peak_activation_bytes: int = 0
+
+    # ---- totals -------------------------------------------------------------------------------------
+    @property
+    def macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
+
+    @property
+    def flops(self) -> int:
+        return sum(n.flops for n in self.nodes)
+
+    @property
+    def params(self) -> int:
+        return sum(n.params for n in self.nodes)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(n.weight_bytes for n in self.nodes)
+
+    @property
+    def activation_bytes(self) -> int:
+        """Bytes of every intermediate and output tensor written once (the traffic of a naive runtime)."""
+        return sum(n.bytes_written for n in self.nodes)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Static memory estimate: weights plus the peak of simultaneously live activations."""
+        return self.weight_bytes + self.peak_activation_bytes
+
+    @property
+    def op_counts(self) -> dict[str, int]:
+        return dict(Counter(n.qualified_type for n in self.nodes).most_common())
+
+    @property
+    def depth(self) -> int:
+        """Number of nodes on the longest path (nodes are stored in topological order)."""
+        if not self.nodes:
+            return 0
+        longest = [1] * len(self.nodes)
+        preds: dict[int, list[int]] = {}
+        for e in self.edges:
+            preds.setdefault(e.dst, []).append(e.src)
+        for n in self.nodes:
+            for p in preds.get(n.index, ()):
+                longest[n.index] = max(longest[n.index], longest[p] + 1)
+        return max(longest)
+
+    @property
+    def batch_size(self) -> int | None:
+        b = self.metadata.get("batch_size")
+        if b is not None:
+            return int(b)
+        for t in self.inputs:
+            if t.shape:
+                return int(t.shape[0])
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """The machine-readable summary printed by ``inferperf graph --json``."""
+        return {
+            "name": self.name,
+            "nodes": len(self.nodes),
+            "edges": len(self.edges),
+            "macs": self.macs,
+            "flops": self.flops,
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "activation_bytes": self.activation_bytes,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "memory_bytes": self.memory_bytes,
+            "depth": self.depth,
+            "opset": self.opset,
+            "op_counts": self.op_counts,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "metadata": self.metadata,
+            "warnings": list(self.warnings),
+        }
+
+    # ---- serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "opset": self.opset,
+            "nodes": [n.to_dict() for n in self.nodes],
+            "edges": [e.to_dict() for e in self.edges],
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "warnings": list(self.warnings),
+            "metadata": self.metadata,
+            "peak_activation_bytes": self.peak_activation_bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelGraph:
+        return cls(
+            name=d["name"],
+            nodes=[Node.from_dict(n) for n in d["nodes"]],
+            edges=[Edge(**e) for e in d["edges"]],
+            inputs=[TensorInfo.from_dict(t) for t in d["inputs"]],
+            outputs=[TensorInfo.from_dict(t) for t in d["outputs"]],
+            opset=d["opset"],
+            warnings=list(d.get("warnings", [])),
+            metadata=dict(d.get("metadata", {})),
+            peak_activation_bytes=d.get("peak_activation_bytes", 0),
+        )
