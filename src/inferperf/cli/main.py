@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "inferperf.cli.measure",
     "inferperf.cli.store",
     "inferperf.cli.zoo",
+    "inferperf.cli.predict",
     "inferperf.cli.demo",
 )
 

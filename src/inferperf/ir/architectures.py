@@ -42,7 +42,7 @@ class Architecture:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid override for {self.name}: {exc}") from None
         for key in kwargs:
-            if not hasattr(cfg, key):
+            if key != "attn_implementation" and not hasattr(cfg, key):
                 raise ConfigError(f"{self.config_class} has no field '{key}' (override for {self.name})")
         if hasattr(cfg, "use_cache"):
             cfg.use_cache = False

@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from inferperf.ir.flops import node_cost
+from inferperf.ir.flops import infer_output_shapes, node_cost
 from inferperf.ir.graph import Edge, ModelGraph, Node, TensorInfo
 
 if TYPE_CHECKING:
@@ -90,6 +90,12 @@ def build_graph(
     for new_index, proto in enumerate(order):
         attrs = {a.name: _attr_value(helper, numpy_helper, a) for a in proto.attribute}
         ins = [_info(t) for t in proto.input]
+        missing = [t for t in proto.output if t and tensor_types.get(t, (None, ""))[0] is None]
+        if missing:  # ORT's saved graphs carry no shapes for layout (NCHWc) tensors: propagate them
+            shapes = infer_output_shapes(proto.op_type, proto.domain, attrs, ins)
+            for tname, shape in zip(proto.output, shapes or [], strict=False):
+                if tname and shape is not None and tname in missing:
+                    tensor_types[tname] = (tuple(shape), ins[0].dtype if ins else "float32")
         outs = [_info(t) for t in proto.output]
         node = Node(
             index=new_index,
