@@ -216,3 +216,23 @@ def get_architecture(name: str) -> Architecture:
 def is_architecture_name(name: str) -> bool:
     key = name.strip().lower()
     return ALIASES.get(key, key) in ARCHITECTURES
+
+
+def build_with_inputs(
+    name: str,
+    overrides: dict[str, Any] | None = None,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Factory for the PyTorch runtimes: the eval-mode module and its input specs (name, shape, dtype).
+
+    Named by dotted path (``inferperf.ir.architectures:build_with_inputs``) in a TorchModelSpec, so the model
+    is built inside the isolated measuring process rather than pickled across.
+    """
+    arch = get_architecture(name)
+    config = arch.make_config(overrides)
+    module = arch.build(overrides, seed=seed)
+    shapes = arch.input_shapes(config, batch_size, seq_len, image_size)
+    return module, [{"name": n, "shape": list(s), "dtype": d} for n, (s, d) in shapes.items()]
