@@ -70,7 +70,8 @@ def run_bench(
     from inferperf.store import PerfDB
     from inferperf.store.paths import put_model_file
 
-    protocol = ProtocolConfig(mode=protocol_mode, max_time_s=max_time_s).validate()
+    protocol = ProtocolConfig(mode=protocol_mode, max_time_s=max_time_s,
+                              min_time_s=min(ProtocolConfig.min_time_s, max_time_s)).validate()
     configs = [
         RunConfig(runtime=runtime, batch_size=b, intra_op_threads=t, opt_level=opt_level, profile=profile)
         for b in batches
@@ -271,7 +272,7 @@ def noise(
 
     loaded = load_model(model, batch_size=batch)
     cfg = RunConfig(batch_size=batch, intra_op_threads=threads).validate()
-    protocol = ProtocolConfig(max_time_s=max_time).validate()
+    protocol = ProtocolConfig(max_time_s=max_time, min_time_s=min(ProtocolConfig.min_time_s, max_time)).validate()
     medians: list[float] = []
     cvs: list[float] = []
     unstable = 0
