@@ -30,6 +30,9 @@ COMMAND_MODULES = (
     "inferperf.cli.measure",
     "inferperf.cli.store",
     "inferperf.cli.zoo",
+    "inferperf.cli.models",
+    "inferperf.cli.dataset",
+    "inferperf.cli.serving",
     "inferperf.cli.predict",
     "inferperf.cli.demo",
 )
