@@ -73,7 +73,8 @@ def run_bench(
     protocol = ProtocolConfig(mode=protocol_mode, max_time_s=max_time_s,
                               min_time_s=min(ProtocolConfig.min_time_s, max_time_s)).validate()
     configs = [
-        RunConfig(runtime=runtime, batch_size=b, intra_op_threads=t, opt_level=opt_level, profile=profile)
+        RunConfig(runtime=runtime, batch_size=b, intra_op_threads=t, opt_level=opt_level, profile=profile,
+                  attention_fusion=attention_fusion)
         for b in batches
         for t in threads
     ]
@@ -113,7 +114,6 @@ def run_bench(
                                "seq_len": seq_len, "image_size": image_size},
                 }
             metadata = {k: loaded.metadata.get(k) for k in ("vocab_size", "family", "architecture")}
-            metadata["attention_fusion"] = attention_fusion
             m = measure_model(target, cfg, protocol, timeout_s=timeout_s, metadata=metadata)
             record = m.to_dict()
             record["config"]["key"] = cfg.key()

@@ -82,6 +82,9 @@ class RunConfig:
     session_config: dict[str, str] = field(default_factory=dict)
     provider_options: dict[str, Any] = field(default_factory=dict)
     optimized_model_path: str | None = None
+    #: rewrite the model with onnxscript's ORT fusions (Attention, SkipLayerNorm, BiasGelu) before loading;
+    #: part of the runtime's optimization, so fusion labels still map to the original graph
+    attention_fusion: bool = False
 
     def validate(self) -> RunConfig:
         """Raise :class:`ConfigError` for any value no backend could honour; returns self for chaining.
@@ -116,6 +119,8 @@ class RunConfig:
                 f"opt_level {self.opt_level!r} only applies to onnxruntime; {self.runtime} runs with its "
                 f"own default optimizations (opt_level 'all')"
             )
+        if self.attention_fusion and self.runtime != "onnxruntime":
+            raise ConfigError("attention_fusion rewrites ONNX graphs: it only applies to onnxruntime")
         if self.affinity is not None:
             if not self.affinity or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.affinity):
                 raise ConfigError(f"affinity must be a non-empty list of core ids; got {self.affinity!r}")

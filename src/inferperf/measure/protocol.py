@@ -398,6 +398,7 @@ def _collect_kernels(
         opt_level=config.opt_level,
         feeds=dict(feeds),
         seed=config.seed,
+        attention_fusion=config.attention_fusion,
     )
     d = prof.to_dict()
     kernels, edges = d.pop("kernels"), d.pop("fusion_edges")

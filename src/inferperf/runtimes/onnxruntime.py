@@ -221,6 +221,8 @@ class OrtBackend(Backend):
         if isinstance(model, (str, os.PathLike)) and not Path(model).is_file():
             raise ModelLoadError(f"ONNX model file not found: {model}")
         source: Any = model
+        if config.attention_fusion:
+            source = model = _fused_copy(model)
         if not isinstance(model, (str, os.PathLike, bytes)):
             source = model.SerializeToString()  # an onnx.ModelProto
         if config.precision == "fp16" and config.provider == "cuda":
@@ -238,3 +240,20 @@ class OrtBackend(Backend):
                 f"(the provider's libraries failed to load); refusing to record a CPU run as {config.provider}"
             )
         return OrtSession(sess, config, providers)
+
+
+def _fused_copy(model: Any) -> str:
+    """The model rewritten with onnxscript's ORT fusions, in a temporary file that lives with the process."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from inferperf.measure.kernels import apply_attention_fusion
+
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigError("attention_fusion needs the model as an ONNX file path")
+    workdir = Path(tempfile.mkdtemp(prefix="inferperf-fused-"))
+    atexit.register(shutil.rmtree, workdir, True)
+    target = workdir / "fused.onnx"
+    apply_attention_fusion(Path(model), target)
+    return str(target)
