@@ -1,0 +1,1 @@
+"""Jobs: collection and (later) YAML job specs, scheduler and executors."""

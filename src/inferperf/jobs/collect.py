@@ -1,0 +1,244 @@
+"""Dataset collection: profile zoo graphs through the measurement engine into PerfDB, resumably.
+
+For each zoo entry (one graph at one batch size) and each thread count: export (in an export worker),
+measure with the adaptive protocol + per-kernel profile + fusion labels (in a measurement worker), and store
+the model, its ModelGraph JSON and the run in one transaction. The export of the next graph overlaps the
+measurement of the current one when ``pipeline`` is on, each worker pinned to its own core; provenance
+records that, so the effect can be checked against quiet runs.
+
+Resumable: every run's ``config_key`` is ``sha256(zoo key + RunConfig.key())``; entries whose keys are all
+recorded for this device are skipped before anything is exported. Failures (export errors, crashes,
+timeouts) are recorded as failed runs and skipped on resume unless ``retry_failed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inferperf.errors import ConfigError
+
+
+@dataclass
+class CollectOptions:
+    zoo: str = "all"
+    limit: int | None = None
+    per_family: int | None = None
+    families: list[str] | None = None
+    batch_sizes: tuple[int, ...] = (1,)
+    threads: tuple[int, ...] = (1,)
+    seed: int = 0
+    profile: bool = True
+    graph_budget_s: float = 180.0
+    max_time_s: float = 5.0
+    pipeline: bool = True
+    retry_failed: bool = False
+    keep_files: bool = False
+    db: str | None = None
+
+
+@dataclass
+class CollectReport:
+    planned: int = 0
+    skipped: int = 0
+    measured: int = 0
+    failed: int = 0
+    unstable: int = 0
+    graph_seconds: list[float] = field(default_factory=list)
+    export_seconds: list[float] = field(default_factory=list)
+    measure_seconds: list[float] = field(default_factory=list)
+    families: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        import statistics
+
+        def dist(xs: list[float]) -> dict[str, float] | None:
+            if not xs:
+                return None
+            qs = sorted(xs)
+            return {"n": len(xs), "median": statistics.median(xs), "p90": qs[int(0.9 * (len(qs) - 1))],
+                    "max": qs[-1], "mean": statistics.fmean(xs)}
+
+        graphs_per_hour = 3600.0 * (self.measured + self.failed) / self.wall_s if self.wall_s else None
+        return {
+            "planned": self.planned, "skipped": self.skipped, "measured": self.measured, "failed": self.failed,
+            "unstable": self.unstable, "families": self.families, "wall_s": self.wall_s,
+            "graphs_per_hour": graphs_per_hour, "graph_s": dist(self.graph_seconds),
+            "export_s": dist(self.export_seconds), "measure_s": dist(self.measure_seconds),
+        }
+
+
+def run_key(zoo_key: str, config_key: str) -> str:
+    return hashlib.sha256(f"{zoo_key}|{config_key}".encode()).hexdigest()[:32]
+
+
+def _cores() -> tuple[list[int] | None, list[int] | None]:
+    """Export on the first allowed core, measure on the last (None: let the OS place a single-core run)."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(allowed) < 2:
+        return None, None
+    return [allowed[0]], [allowed[-1]]
+
+
+def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] | None = None) -> CollectReport:
+    """Run a collection; ``progress`` is called after every graph with a small status dict."""
+    from inferperf.device import describe_device
+    from inferperf.jobs.workers import Worker
+    from inferperf.measure.config import ProtocolConfig, RunConfig
+    from inferperf.measure.protocol import library_versions
+    from inferperf.measure.result import Measurement
+    from inferperf.store import PerfDB
+    from inferperf.zoo import iter_zoo
+
+    if options.limit is None and options.per_family is None:
+        raise ConfigError("pass --limit N or --per-family N (the random zoos are unbounded)")
+    protocol = ProtocolConfig(max_time_s=options.max_time_s,
+                              min_time_s=min(ProtocolConfig.min_time_s, options.max_time_s)).validate()
+    configs = [RunConfig(batch_size=1, intra_op_threads=t, profile=options.profile).validate()
+               for t in options.threads]
+    device = describe_device(threads=max(options.threads), measure_ceilings=True)
+    device_dict = {**device.to_dict(), "id": device.fingerprint}
+    report = CollectReport()
+    started = time.perf_counter()
+    export_cores, measure_cores = _cores() if options.pipeline else (None, None)
+
+    with PerfDB.open(options.db) as db:
+        device_id = db.upsert_device(device_dict)
+        env_id = db.upsert_environment({"libraries": library_versions()})
+        statuses = ("ok", "unstable") if options.retry_failed else None
+        done = _recorded_keys(db, device_id, statuses)
+        entries = list(iter_zoo(options.zoo, limit=options.limit, batch_sizes=options.batch_sizes,
+                                seed=options.seed, families=options.families, per_family=options.per_family))
+        report.planned = len(entries)
+        todo = []
+        for entry in entries:
+            keys = [run_key(entry.key, _config_for(c, entry.batch_size).key()) for c in configs]
+            if all(k in done for k in keys):
+                report.skipped += 1
+            else:
+                todo.append(entry)
+        exporter = Worker("export", export_cores)
+        measurer = Worker("measure", measure_cores)
+        try:
+            if todo:
+                exporter.submit({"entry": todo[0].to_dict()})
+            for i, entry in enumerate(todo):
+                t_graph = time.perf_counter()
+                exported = exporter.result(options.graph_budget_s)
+                if i + 1 < len(todo) and options.pipeline:
+                    exporter.submit({"entry": todo[i + 1].to_dict()})
+                model_id = None
+                if exported.status == "ok":
+                    info = exported.value
+                    report.export_seconds.append(info["export_s"])
+                    model_id = _store_model(db, entry, info)
+                for cfg in configs:
+                    cfg = _config_for(cfg, entry.batch_size)
+                    key = run_key(entry.key, cfg.key())
+                    if key in done:
+                        continue
+                    if exported.status != "ok":
+                        record = Measurement.failure(cfg, protocol, "failed" if exported.status == "error"
+                                                     else exported.status, f"export: {exported.error}").to_dict()
+                        model_id = model_id or _store_failed_model(db, entry)
+                    else:
+                        t_measure = time.perf_counter()
+                        outcome = measurer.run({"model_path": info["path"], "config": cfg.to_dict(),
+                                                "protocol": protocol.to_dict(),
+                                                "metadata": {"vocab_size": info["metadata"].get("vocab_size")}},
+                                               options.graph_budget_s)
+                        report.measure_seconds.append(time.perf_counter() - t_measure)
+                        if outcome.status == "ok":
+                            record = outcome.value
+                        else:
+                            status = "failed" if outcome.status == "error" else outcome.status
+                            record = Measurement.failure(cfg, protocol, status, outcome.error or status).to_dict()
+                    record["config"]["key"] = cfg.key()
+                    record.setdefault("provenance", {})["collector"] = {
+                        "zoo_key": entry.key, "pipelined": options.pipeline, "measure_cores": measure_cores,
+                        "export_cores": export_cores, "seed": options.seed,
+                    }
+                    db.add_run(record, model_id, device_id, env_id, config_key=key)
+                    if record["status"] in ("failed", "timeout", "crashed"):
+                        report.failed += 1
+                    else:
+                        report.measured += 1
+                        report.unstable += record["status"] == "unstable"
+                if i + 1 < len(todo) and not options.pipeline:
+                    exporter.submit({"entry": todo[i + 1].to_dict()})
+                if exported.status == "ok" and not options.keep_files:
+                    _drop_weights(info)
+                report.families[entry.family] = report.families.get(entry.family, 0) + 1
+                report.graph_seconds.append(time.perf_counter() - t_graph)
+                report.wall_s = time.perf_counter() - started
+                if progress is not None:
+                    progress({"done": i + 1, "total": len(todo), "entry": entry.key, "status": exported.status})
+        finally:
+            exporter.close()
+            measurer.close()
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+def _config_for(cfg: Any, batch_size: int) -> Any:
+    from inferperf.measure.config import RunConfig
+
+    d = cfg.to_dict()
+    d["batch_size"] = batch_size
+    return RunConfig.from_dict(d)
+
+
+def _recorded_keys(db: Any, device_id: str, statuses: Iterable[str] | None) -> set[str]:
+    from sqlalchemy import select
+
+    from inferperf.store.schema import Run
+
+    stmt = select(Run.config_key).where(Run.device_id == device_id)
+    if statuses is not None:
+        stmt = stmt.where(Run.status.in_(list(statuses)))
+    with db.engine.connect() as conn:
+        return {row[0] for row in conn.execute(stmt)}
+
+
+def _store_model(db: Any, entry: Any, info: dict[str, Any]) -> int:
+    from inferperf.store.paths import model_file_path, put_model_file
+
+    content_hash = put_model_file(info["path"])
+    stored = model_file_path(content_hash)
+    graph_copy = Path(str(stored)[: -len(".onnx")] + ".graph.json") if str(stored).endswith(".onnx") else None
+    if graph_copy is not None and not graph_copy.exists():
+        graph_copy.write_text(Path(info["graph_path"]).read_text())
+    meta = info["metadata"]
+    return db.add_model(
+        entry.key, content_hash, family=entry.family, framework=meta.get("framework") or "pytorch",
+        source=f"zoo:{entry.zoo}", tags=[entry.zoo, entry.family, f"batch{entry.batch_size}"],
+        input_spec=info["input_spec"], graph_summary={**info["graph_summary"], "zoo_params": entry.params},
+        file_path=str(stored),
+    )
+
+
+def _drop_weights(info: dict[str, Any]) -> None:
+    """Zoo graphs are regenerated from their key on demand: keep the graph JSON, not gigabytes of weights."""
+    from inferperf.store.paths import file_sha256, model_file_path
+
+    path = Path(info["path"])
+    if path.exists():
+        stored = model_file_path(file_sha256(path))
+        stored.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        Path(str(path) + ".data").unlink(missing_ok=True)
+
+
+def _store_failed_model(db: Any, entry: Any) -> int:
+    """A model row for an entry that never produced a file, so its failed run keeps its provenance."""
+    placeholder = hashlib.sha256(f"unexported:{entry.key}".encode()).hexdigest()
+    return db.add_model(entry.key, placeholder, family=entry.family, framework="pytorch",
+                        source=f"zoo:{entry.zoo}", tags=[entry.zoo, entry.family, "export-failed"],
+                        graph_summary={"zoo_params": json.loads(json.dumps(entry.params, default=str))})
