@@ -124,7 +124,7 @@ ARCHITECTURES: dict[str, Architecture] = {
            "ConvNeXt V2 atto", depths=[2, 2, 6, 2], hidden_sizes=[40, 80, 160, 320]),
         _a("efficientnet-b0", "efficientnet", _VISION, "EfficientNetConfig",
            "EfficientNetForImageClassification", "EfficientNet-B0",
-           width_coefficient=1.0, depth_coefficient=1.0, image_size=224, dropout_rate=0.2),
+           width_coefficient=1.0, depth_coefficient=1.0, image_size=224, dropout_rate=0.2, hidden_dim=1280),
         _a("regnet-y-400mf", "regnet", _VISION, "RegNetConfig", "RegNetForImageClassification",
            "RegNetY-400MF-like (Y blocks, SE)", embedding_size=32, hidden_sizes=[48, 104, 208, 440],
            depths=[1, 3, 6, 6], groups_width=8, layer_type="y"),

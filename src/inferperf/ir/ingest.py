@@ -240,7 +240,8 @@ def load_torch_module(
     model = export_torch(module.eval(), example_inputs, exporter=exporter, keyword=keyword)
     model = infer_shapes(model)
     label = name or type(module).__name__
-    path = _save(model, _cache_dir() / f"module-{label}-{_hash_model(model)}.onnx")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:80]
+    path = _save(model, _cache_dir() / f"module-{safe}-{_hash_model(model)}.onnx")
     return LoadedModel(model, path, label, _input_specs(model),
                        {"source": "torch.nn.Module", "framework": "pytorch", "family": None})
 
