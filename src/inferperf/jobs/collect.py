@@ -39,6 +39,7 @@ class CollectOptions:
     max_time_s: float = 5.0
     pipeline: bool = True
     retry_failed: bool = False
+    retry_unstable: bool = False
     keep_files: bool = False
     db: str | None = None
 
@@ -112,8 +113,7 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
     with PerfDB.open(options.db) as db:
         device_id = db.upsert_device(device_dict)
         env_id = db.upsert_environment({"libraries": library_versions()})
-        statuses = ("ok", "unstable") if options.retry_failed else None
-        done = _recorded_keys(db, device_id, statuses)
+        done = _recorded_keys(db, device_id, _done_statuses(options))
         entries = list(iter_zoo(options.zoo, limit=options.limit, batch_sizes=options.batch_sizes,
                                 seed=options.seed, families=options.families, per_family=options.per_family))
         report.planned = len(entries)
@@ -185,6 +185,18 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
             measurer.close()
     report.wall_s = time.perf_counter() - started
     return report
+
+
+def _done_statuses(options: CollectOptions) -> tuple[str, ...] | None:
+    """Which recorded statuses count as done; None = every status (nothing is measured twice)."""
+    if not (options.retry_failed or options.retry_unstable):
+        return None
+    statuses = ["ok"]
+    if not options.retry_unstable:
+        statuses.append("unstable")
+    if not options.retry_failed:
+        statuses += ["failed", "timeout", "crashed"]
+    return tuple(statuses)
 
 
 def _config_for(cfg: Any, batch_size: int) -> Any:
