@@ -60,6 +60,7 @@ def run_bench(
     on_result: Any = None,
 ) -> dict[str, Any]:
     """Measure every (batch, threads) configuration of one model and store each run; the ``bench`` job."""
+    from inferperf.dataset.export import save_graph_cache
     from inferperf.device import describe_device
     from inferperf.ir.architectures import is_architecture_name
     from inferperf.ir.build import build_graph
@@ -96,6 +97,7 @@ def run_bench(
                                     input_shapes=input_shapes, overrides=overrides)
                 graph = build_graph(loaded.model, loaded.name, loaded.metadata)
                 content_hash = put_model_file(loaded.path)
+                save_graph_cache(content_hash, graph)  # the dataset export need not rebuild it
                 summary = {k: v for k, v in graph.summary().items() if k not in ("inputs", "outputs")}
                 loaded.metadata["model_id"] = perfdb.add_model(
                     loaded.name, content_hash, family=family or loaded.metadata.get("family"),

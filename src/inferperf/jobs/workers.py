@@ -127,9 +127,9 @@ class Worker:
         if self._sent_at is None:
             raise RuntimeError("result() without submit()")
         remaining = max(0.0, timeout_s - (time.perf_counter() - self._sent_at))
+        died = False
         try:
-            ready = self._conn.poll(remaining)
-            if ready:
+            if self._conn.poll(remaining):
                 status, value = self._conn.recv()
                 wall = time.perf_counter() - self._sent_at
                 self._sent_at = None
@@ -137,12 +137,13 @@ class Worker:
                     return WorkerOutcome("ok", value=value, wall_s=wall)
                 return WorkerOutcome("error", error=value, wall_s=wall)
         except (EOFError, OSError):
-            pass
+            died = True  # the pipe closed: the child is gone (or going), not slow
+            self._proc.join(timeout=10)
         wall = time.perf_counter() - self._sent_at
         self._sent_at = None
-        alive = self._proc.is_alive()
+        hung = not died and self._proc.is_alive()
         self._kill()
-        if alive:
+        if hung:
             return WorkerOutcome("timeout", error=f"no answer within {timeout_s:.0f} s", wall_s=wall)
         code = self._proc.exitcode
         reason = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit {code}"
