@@ -9,7 +9,6 @@ reason (runs keep pointing at their model). Heavy imports (onnx, torch, SQLAlche
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -56,52 +55,6 @@ def _when(iso_ts: str | None) -> str:
 
 
 # ============================================================================================ update
-def update_model(
-    db: PerfDB,
-    model_id: int,
-    *,
-    family: str | None = None,
-    framework: str | None = None,
-    source: str | None = None,
-    add_tags: Iterable[str] = (),
-    remove_tags: Iterable[str] = (),
-) -> dict[str, Any]:
-    """Edit a model's metadata in one transaction and return the updated row.
-
-    Only descriptive fields change: name, version, content hash and file never do (they are the model's
-    identity and its runs' provenance). An empty string clears ``family``/``framework``/``source``.
-    PerfDB has no update method yet, so this writes through its engine with the store's own ORM class,
-    taking the write lock up front (``BEGIN IMMEDIATE`` on SQLite) as PerfDB's writers do.
-    """
-    from sqlalchemy.exc import SQLAlchemyError
-    from sqlalchemy.orm import Session
-
-    from inferperf.store.records import model_to_dict
-    from inferperf.store.schema import Model
-
-    add, remove = [str(t) for t in add_tags], {str(t) for t in remove_tags}
-    engine = db.engine.execution_options(sqlite_begin="IMMEDIATE")
-    try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            model = session.get(Model, int(model_id))
-            if model is None:
-                raise StoreError(f"no model with id {model_id}")
-            if family is not None:
-                model.family = family or None
-            if framework is not None:
-                model.framework = framework or None
-            if source is not None:
-                model.source = source or None
-            if add or remove:
-                model.tags = sorted((set(model.tags or []) | set(add)) - remove)  # a new list: change tracked
-            session.flush()
-            return model_to_dict(model)
-    except SQLAlchemyError as exc:
-        raise StoreError(
-            f"could not update the model: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
-        ) from None
-
-
 # ============================================================================================ register
 @models_app.command("register")
 def register(
@@ -165,8 +118,8 @@ def register(
             graph_summary=summary,
         )
         if existing is not None and (family or framework or source or tags):
-            update_model(
-                store, model_id, family=family, framework=framework, source=source, add_tags=tags or ()
+            store.update_model(
+                model_id, family=family, framework=framework, source=source, add_tags=tags or ()
             )
         row = store.find_model(model_id)
         n_runs = store.count_runs(model=model_id)
@@ -369,8 +322,7 @@ def update(
         raise ConfigError("nothing to update: pass --family, --framework, --source, --tag or --untag")
     with _open(db) as store:
         model = store.resolve_model(ref)
-        updated = update_model(
-            store,
+        updated = store.update_model(
             int(model["id"]),
             family=family,
             framework=framework,

@@ -499,6 +499,37 @@ class PerfDB:
             models = list(newest.values())
         return [model_to_dict(m, counts.get(m.id, 0)) for m in models]
 
+    def update_model(
+        self,
+        model_id: int,
+        *,
+        family: str | None = None,
+        framework: str | None = None,
+        source: str | None = None,
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """Edit a model's descriptive metadata in one transaction and return the updated row.
+
+        Name, version, content hash and file never change: they are the model's identity and its runs'
+        provenance. An empty string clears ``family`` / ``framework`` / ``source``.
+        """
+        add, remove = [str(t) for t in add_tags], {str(t) for t in remove_tags}
+        with self._write("update the model") as s:
+            model = s.get(Model, int(model_id))
+            if model is None:
+                raise StoreError(f"no model with id {model_id}")
+            if family is not None:
+                model.family = family or None
+            if framework is not None:
+                model.framework = framework or None
+            if source is not None:
+                model.source = source or None
+            if add or remove:
+                model.tags = sorted((set(model.tags or []) | set(add)) - remove)  # a new list: change tracked
+            s.flush()
+            return model_to_dict(model)
+
     def soft_delete_model(self, model_id: int, force: bool = False) -> None:
         """Hide a model from listings. Its runs stay (their provenance needs it); refused without ``force``
         when runs exist, so measurements are not hidden by accident."""
