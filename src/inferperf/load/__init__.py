@@ -1,0 +1,1 @@
+"""Load generation: scenarios, open/closed loops, systems under test, probes, network shaping."""
