@@ -155,3 +155,23 @@ def stats(
         console.print(t)
     if result["batch_sizes"]:
         console.print("batch sizes: " + ", ".join(f"{b} ({n})" for b, n in result["batch_sizes"].items()))
+
+
+@dataset_app.command("import")
+def import_(
+    path: Path = typer.Argument(..., help="An exported dataset directory (inferperf dataset export)."),
+    db: str = typer.Option(None, "--db", help="PerfDB URL or SQLite path (default: $INFERPERF_HOME/perf.db)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Merge an exported dataset into PerfDB (idempotent), e.g. to resume a collection in a new session."""
+    from inferperf.dataset.importer import import_dataset
+
+    with _progress_bar(as_json) as bar:
+        task = bar.add_task(f"import {path}", total=None)
+        counts = import_dataset(path, db, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                   total=total))
+    if as_json:
+        typer.echo(json.dumps(counts))
+    else:
+        typer.echo(f"imported {counts['runs']} runs of {counts['models']} models "
+                   f"({counts['skipped_runs']} already present or without a graph)")

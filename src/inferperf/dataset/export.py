@@ -215,6 +215,7 @@ def run_row(run: Mapping[str, Any], key: str, group: str, family: str) -> dict[s
         "opt_level": config.get("opt_level"),
         "execution_mode": config.get("execution_mode"),
         "config_json": json.dumps(config, sort_keys=True, default=str),
+        "config_key": run.get("config_key"),
         "status": run.get("status"),
         "valid": bool(run.get("valid")),
         "invalid_reasons": list(run.get("invalid_reasons") or []),

@@ -129,6 +129,7 @@ RUNS_SCHEMA = pa.schema(
         ("opt_level", pa.string()),
         ("execution_mode", pa.string()),
         ("config_json", pa.string()),
+        ("config_key", pa.string()),
         ("status", pa.string()),
         ("valid", pa.bool_()),
         ("invalid_reasons", pa.list_(pa.string())),

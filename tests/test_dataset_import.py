@@ -1,0 +1,33 @@
+"""Export → import round trip: a shipped dataset seeds a fresh PerfDB and a resumed collection skips it."""
+
+from __future__ import annotations
+
+from inferperf.dataset.export import database_stats, export_dataset
+from inferperf.dataset.importer import import_dataset
+from inferperf.jobs.collect import CollectOptions, collect
+from inferperf.store import PerfDB
+
+
+def test_import_round_trip_is_idempotent_and_resumable(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFERPERF_HOME", str(tmp_path / "a"))
+    opts = CollectOptions(zoo="random", limit=2, families=["mlp", "random_dag"], max_time_s=0.3)
+    assert collect(opts).measured == 2
+    out = tmp_path / "export"
+    export_dataset(None, out, valid_only=False)
+    before = database_stats(None)
+
+    monkeypatch.setenv("INFERPERF_HOME", str(tmp_path / "b"))  # a new machine / session
+    counts = import_dataset(out)
+    assert counts["runs"] == 2
+    after = database_stats(None)
+    assert after["graphs"] == before["graphs"] and after["runs"] == before["runs"]
+    assert after["families"] == before["families"]
+    with PerfDB.open(None) as db:
+        run = db.get_run(db.list_runs()[0]["id"], with_kernels=True)
+        assert run["kernels"] and run["provenance"]["imported_from"]
+    assert import_dataset(out)["runs"] == 0  # idempotent
+    resumed = collect(opts)
+    assert resumed.skipped == 2 and resumed.measured == 0
+    # the imported graphs export again without their weights (graph cache only)
+    again = export_dataset(None, tmp_path / "export2", valid_only=False)
+    assert again["counts"]["runs"] == 2
