@@ -1,0 +1,118 @@
+"""Prediction speed: one warm ``predict`` of BERT-base, and batched prediction of small graphs.
+
+Goals (issue "Predictors I"): a single warm prediction of BERT-base < 0.5 s excluding the export, and
+≥ 500 graphs/s for batches of graphs with ≤ 200 nodes. "Warm" means the process has already imported torch
+/ torch_geometric and loaded the artifact; the time covers everything a repeated `predict` call does after
+the ONNX graph exists: ModelGraph → features → model → conformal interval → OOD score → MIG.
+
+The predictors are trained on the synthetic dataset (their speed does not depend on what they learned) with
+few epochs. Usage:
+
+    .venv/bin/python benchmarks/predict_speed.py [--predictors gnn-sage,lgbm] [--repeats 5] [--graphs 500]
+
+Writes benchmarks/results/predict_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FAST_HP = {"gnn": {"epochs": 5}, "mlp-flat": {"epochs": 5, "depth_grid": [2]}, "lgbm": {"n_estimators": 200}}
+
+
+def _hp(name: str) -> dict:
+    return FAST_HP["gnn"] if name.startswith("gnn-") else FAST_HP.get(name, {})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--predictors", default="gnn-sage,lgbm,lr-flops")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--graphs", type=int, default=500, help="graphs in the batched measurement")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--model", default="bert-base", help="architecture for the single prediction")
+    args = parser.parse_args()
+    os.environ.setdefault("TMPDIR", "/tmp")
+
+    from inferperf.ir.build import build_graph
+    from inferperf.ir.ingest import load_model, load_onnx_file
+    from inferperf.predict.base import Predictor, get_predictor
+    from inferperf.predict.features import NODE_FEATURES
+    from inferperf.predict.synthetic import synthetic_dataset
+
+    t0 = time.perf_counter()
+    loaded = load_model(args.model, batch_size=1)  # export (cached) — excluded from the timings
+    export_s = time.perf_counter() - t0
+    train = synthetic_dataset(per_family=20, batches=(1, 4), threads=(1, 2))
+    # distinct graphs of 60-200 nodes (depth ranges scaled up), cycled through the families
+    pool = synthetic_dataset(per_family=args.graphs // 2, batches=(1,), seed=11, scale=3)
+    small = [s for s in pool if 60 <= len(s.graph.nodes) <= 200][: args.graphs]
+    graphs, configs = [s.graph for s in small], [s.config for s in small]
+    device = train[0].device_id
+
+    results: dict = {
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "model": args.model,
+        "export_or_cache_s": round(export_s, 2),
+        "batched_graphs": len(graphs),
+        "batched_max_nodes": max(len(g.nodes) for g in graphs),
+        "batched_mean_nodes": round(statistics.mean(len(g.nodes) for g in graphs), 1),
+        "predictors": {},
+    }
+    with tempfile.TemporaryDirectory(dir=os.environ["TMPDIR"]) as tmp:
+        for name in args.predictors.split(","):
+            hp = {**_hp(name), **({"threads": args.threads} if name.startswith(("gnn-", "mlp")) else {})}
+            path = get_predictor(name, **hp).fit(train).save(Path(tmp) / name)
+            model = Predictor.load(path)
+            cfg = {"runtime": "onnxruntime", "batch_size": 1, "intra_op_threads": 1}
+            model.predict(build_graph(loaded.model, loaded.name, loaded.metadata), cfg, device)  # warm-up
+            load_s, build_s, predict_s = [], [], []
+            for _ in range(args.repeats):
+                # what a warm `inferperf predict` repeats: reload the ONNX file, build the graph, predict
+                NODE_FEATURES._rows.clear()  # a new model's nodes are not in the feature cache
+                t = time.perf_counter()
+                again = load_onnx_file(loaded.path)
+                t1 = time.perf_counter()
+                g = build_graph(again.model, again.name, loaded.metadata)
+                t2 = time.perf_counter()
+                model.predict(g, cfg, device)
+                t3 = time.perf_counter()
+                load_s.append(t1 - t)
+                build_s.append(t2 - t1)
+                predict_s.append(t3 - t2)
+            model.predict(graphs[:20], configs[:20], device)
+            batched = []
+            for _ in range(args.repeats):
+                NODE_FEATURES._rows.clear()  # cold feature cache: the honest case for new graphs
+                t = time.perf_counter()
+                model.predict(graphs, configs, device)
+                batched.append(time.perf_counter() - t)
+            results["predictors"][name] = {
+                "bert_onnx_load_and_shape_inference_s": round(statistics.median(load_s), 4),
+                "bert_build_graph_s": round(statistics.median(build_s), 4),
+                "bert_predict_from_graph_s": round(statistics.median(predict_s), 4),
+                "bert_graph_to_prediction_s": round(
+                    statistics.median(b + p for b, p in zip(build_s, predict_s, strict=True)), 4
+                ),
+                "bert_nodes": len(g.nodes),
+                "batched_graphs_per_s": round(len(graphs) / statistics.median(batched), 1),
+            }
+            print(name, json.dumps(results["predictors"][name]))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "predict_speed.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""`inferperf train / predict / predictors list / evaluate` end to end, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from inferperf.predict.synthetic import synthetic_dataset
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {"INFERPERF_HOME": str(home), "PATH": "/usr/bin:/bin", "TMPDIR": "/tmp"}
+    return subprocess.run(
+        [sys.executable, "-m", "inferperf", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data")
+    synthetic_dataset(per_family=8, batches=(1, 2), seed=9).to_json(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(16, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_predict_without_artifact_says_how_to_get_one(tmp_path: Path, model_file: Path) -> None:
+    r = _cli("predict", str(model_file), "--batch", "1", home=tmp_path)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert (
+        "no trained predictor" in lines[0]
+        and "inferperf collect" in lines[0]
+        and "inferperf train" in lines[0]
+    )
+    assert "Traceback" not in r.stderr
+
+
+def test_train_then_predict_json_round_trip(tmp_path: Path, dataset_dir: Path, model_file: Path) -> None:
+    r = _cli("train", "--predictor", "lr-flops", "--dataset", str(dataset_dir), "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    artifact = Path(info["artifact"])
+    assert (artifact / "meta.json").exists()
+    assert artifact.parent.name == "synthetic-cpu-a" and artifact.parent.parent == tmp_path / "predictors"
+
+    r = _cli(
+        "predict",
+        str(model_file),
+        "--batch",
+        "2",
+        "--device",
+        "synthetic-cpu-a",
+        "--mig-gpu",
+        "A100-40GB",
+        "--json",
+        home=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {
+        "latency_ms",
+        "interval_90",
+        "memory_mb",
+        "energy_j",
+        "mig_profile",
+        "predictor",
+        "device",
+        "ood",
+    } <= set(out)
+    assert out["predictor"] == "lr-flops" and out["device"] == "synthetic-cpu-a"
+    lo, hi = out["interval_90"]
+    assert lo < out["latency_ms"] < hi
+    assert out["mig_profile"] == "1g.5gb"
+    assert out["config"]["batch_size"] == 2
+
+    r = _cli("predictors", "list", "--json", home=tmp_path)
+    listed = json.loads(r.stdout)
+    assert [a["path"] for a in listed["artifacts"]] == [str(artifact)]
+    assert "gnn-sage" in {p["name"] for p in listed["predictors"]}
+
+
+def test_train_errors_are_one_line(tmp_path: Path, dataset_dir: Path) -> None:
+    r = _cli("train", "--predictor", "nope", "--dataset", str(dataset_dir), home=tmp_path)
+    assert r.returncode != 0 and "unknown predictor" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("train", "--predictor", "lr-flops", "--dataset", str(tmp_path / "missing"), home=tmp_path)
+    assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(
+        "train", "--predictor", "lr-flops", "--dataset", str(dataset_dir), "--device", "x", home=tmp_path
+    )
+    assert r.returncode != 0 and "no samples" in r.stderr
+
+
+def test_evaluate_json(tmp_path: Path, dataset_dir: Path) -> None:
+    out_file = tmp_path / "report.json"
+    r = _cli(
+        "evaluate",
+        "--predictors",
+        "lr-flops",
+        "--protocol",
+        "random",
+        "--seeds",
+        "2",
+        "--dataset",
+        str(dataset_dir),
+        "--json",
+        "--out",
+        str(out_file),
+        home=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["protocol"] == "random" and report["seeds"] == [0, 1]
+    assert report["predictors"]["lr-flops"]["targets"]["latency_ms"]["mean"]["mape"]["mean"] > 0
+    assert json.loads(out_file.read_text())["protocol"] == "random"
+
+
+def test_cli_import_stays_light() -> None:
+    code = (
+        "import json, sys, inferperf.cli.main; "
+        "print(json.dumps({'predict': 'inferperf.cli.predict' in sys.modules, "
+        "'heavy': [m for m in ('torch', 'torch_geometric', 'lightgbm') if m in sys.modules]}))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["predict"], "the CLI did not register the predict commands"
+    assert out["heavy"] == []
