@@ -1,38 +1,94 @@
 """``inferperf demo``: the main job, end to end, on the embedded default (SQLite, in-process).
 
-It grows with the project: today it ingests a real architecture, prints its graph summary, benchmarks it
-with the measurement protocol into the embedded PerfDB (when the measurement engine is installed), and shows
-the stored run.
+1. ingest a real architecture and show its graph summary;
+2. train a predictor on the reference dataset shipped in the repository, with the architecture's whole
+   family held out of training (so the prediction is for an architecture family never seen);
+3. predict its latency (with the 90% interval), memory and out-of-distribution flag;
+4. measure it with the adaptive protocol into the embedded PerfDB;
+5. print predicted vs measured.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 from inferperf.cli.main import app
 
+#: the reference dataset shipped in the repository (features and labels, no weights)
+REFERENCE_DATASET = Path(__file__).resolve().parents[3] / "data" / "reference"
+
 
 @app.command()
 def demo(
     model: str = typer.Option("resnet50", help="Architecture to run the demo on."),
-    measure: bool = typer.Option(True, help="Benchmark the model after summarising it."),
+    predictor: str = typer.Option("lgbm", help="Predictor to train (see `inferperf predictors list`)."),
+    dataset: Path = typer.Option(REFERENCE_DATASET, help="Training dataset (an exported dataset directory)."),
+    measure: bool = typer.Option(True, help="Measure the model after predicting it."),
+    max_time: float = typer.Option(10.0, help="Timing cap for the measurement (seconds)."),
 ) -> None:
-    """Run the main job end to end on the embedded default."""
+    """Run the main job end to end: graph → train (family held out) → predict → measure → compare."""
+    import os
+
     from rich.console import Console
 
-    from inferperf.cli.graph import graph
+    from inferperf.cli.graph import graph as graph_command
+    from inferperf.errors import InferperfError
 
+    os.environ.setdefault("TMPDIR", "/tmp")
     console = Console()
     console.rule(f"[bold]1. graph IR of {model}")
-    graph(model=model, batch=1, seq_len=None, image_size=None, inputs=None, overrides=None, nodes=False,
-          csv=None, as_json=False)
+    graph_command(model=model, batch=1, seq_len=None, image_size=None, inputs=None, overrides=None, nodes=False,
+                  csv=None, as_json=False)
+
+    from inferperf.dataset import load_dataset
+    from inferperf.ir.architectures import get_architecture
+    from inferperf.ir.build import build_graph
+    from inferperf.ir.ingest import load_model
+    from inferperf.predict import get_predictor
+
+    family = get_architecture(model).family
+    if not dataset.exists():
+        raise InferperfError(f"no reference dataset at {dataset}: run `inferperf collect` and "
+                             "`inferperf dataset export --out data/reference` first")
+    data = load_dataset(str(dataset))
+    # only runs that met the stopping rule (unstable ones are stored, flagged, and left out here)
+    train = data.filter(lambda s: bool(s.config.get("valid", True)), exclude_families=[family],
+                        target="latency_ms")
+    console.rule(f"[bold]2. train {predictor} on {len(train)} runs, family '{family}' held out")
+    console.print(f"families in training: {', '.join(sorted(train.families()))}")
+    fitted = get_predictor(predictor).fit(train)
+
+    console.rule(f"[bold]3. predict {model} (batch 1, 1 thread, ONNX Runtime)")
+    loaded = load_model(model, batch_size=1)
+    g = build_graph(loaded.model, loaded.name, loaded.metadata)
+    config = {"runtime": "onnxruntime", "batch_size": 1, "intra_op_threads": 1, "inter_op_threads": 1,
+              "opt_level": "all"}
+    pred = fitted.predict([g], [config], train.devices()[0])[0]
+    lo, hi = pred.interval_90 or (None, None)
+    console.print(f"predicted latency {pred.latency_ms:.2f} ms"
+                  + (f", 90% interval [{lo:.2f}, {hi:.2f}] ms" if lo is not None else "")
+                  + (f", memory {pred.memory_mb:.0f} MB" if pred.memory_mb else "")
+                  + (" [yellow](out of distribution: treat the interval with suspicion)[/yellow]" if pred.ood else ""))
     if not measure:
         return
-    try:
-        from inferperf.cli.measure import bench
-    except ImportError:
-        console.print("[yellow]measurement engine not installed; stopping after the graph summary[/yellow]")
-        return
-    console.rule(f"[bold]2. benchmark {model} (ONNX Runtime, 1 thread, batch 1, adaptive protocol)")
-    bench(model=model, runtime="onnxruntime", batch="1", threads="1", opt_level="all", profile=True,
-          db=None, as_json=False, timeout=600.0, max_time=15.0, seq_len=None, image_size=None)
+
+    console.rule(f"[bold]4. measure {model} (adaptive protocol, child process, stored in PerfDB)")
+    from inferperf.cli.measure import _print_runs, run_bench
+
+    result = run_bench(model, batches=[1], threads=[1], max_time_s=max_time, profile=False)
+    _print_runs(result)
+    run = result["runs"][0]
+    if not run.get("latency_ms"):
+        raise InferperfError(f"the measurement failed: {run.get('error')}")
+    measured = run["latency_ms"]["p50"]
+
+    console.rule("[bold]5. predicted vs measured")
+    err = 100.0 * (pred.latency_ms - measured) / measured
+    inside = lo is not None and lo <= measured <= hi
+    console.print(f"{model}: predicted {pred.latency_ms:.2f} ms vs measured median {measured:.2f} ms "
+                  f"→ error {err:+.1f}%"
+                  + (f"; the measurement is {'inside' if inside else 'outside'} the 90% interval" if lo else "")
+                  + f"  (predictor {predictor}, family '{family}' never seen in training)")
+
