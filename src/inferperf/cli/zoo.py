@@ -64,8 +64,9 @@ def collect(
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Per-kernel profile + fusion labels."),
     graph_budget: float = typer.Option(180.0, help="Seconds allowed per graph for export and for measuring."),
     max_time: float = typer.Option(5.0, help="Timing cap per configuration (seconds)."),
-    pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline",
-                                  help="Export the next graph on one core while measuring on the other."),
+    pipeline: bool = typer.Option(False, "--pipeline/--no-pipeline",
+                                  help="Export the next graph on one core while measuring on the other "
+                                       "(faster, but inflates latency ~12%: not for reference data)."),
     keep_files: bool = typer.Option(False, help="Keep ONNX files with weights (default: graph JSON only)."),
     db: str = typer.Option(None, "--db", help="PerfDB URL or SQLite path."),
     as_json: bool = typer.Option(False, "--json", help="Print the collection report as JSON."),
