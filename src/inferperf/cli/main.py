@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "inferperf.cli.dataset",
     "inferperf.cli.serving",
     "inferperf.cli.predict",
+    "inferperf.cli.colocate",
     "inferperf.cli.demo",
 )
 

@@ -20,14 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inferperf.errors import ConfigError
-
-
-def inferperf_home() -> Path:
-    """Root of everything inferperf stores: ``$INFERPERF_HOME`` or ``~/.inferperf``.
-
-    Same rule as the IR cache; duplicated here so the device module does not import the IR (onnx).
-    """
-    return Path(os.environ.get("INFERPERF_HOME") or Path.home() / ".inferperf")
+from inferperf.store.paths import inferperf_home
 
 
 @dataclass

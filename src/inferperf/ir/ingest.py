@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inferperf.errors import ModelLoadError, UnboundDimensionError
+from inferperf.store.paths import inferperf_home
 
 if TYPE_CHECKING:
     import onnx
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 #: oldest default-domain opset we accept (shape inference and ORT support below that are unreliable)
 MIN_OPSET = 7
 EXPORT_OPSET = 20
-
-
-def inferperf_home() -> Path:
-    """Root of everything inferperf stores; ``INFERPERF_HOME`` or ``~/.inferperf``."""
-    return Path(os.environ.get("INFERPERF_HOME") or Path.home() / ".inferperf")
 
 
 @dataclass
