@@ -1,0 +1,384 @@
+"""End-to-end kernel-level predictors: ``fusion-kernel`` (LILOU) and ``rule-kernel`` (nn-Meter style).
+
+Both follow the same pipeline — partition the graph into kernels, predict each kernel, aggregate — and
+differ in the first two steps:
+
+=================  =========================================  =============================================
+step               ``fusion-kernel``                          ``rule-kernel``
+=================  =========================================  =============================================
+partition          GAT-LSTM fusible-edge + executed-node      hand-written ORT CPU rules
+                   classifier, union-find
+kernel latency     GAT regressor + kernel type classifier     LightGBM regressor per rule kernel type
+=================  =========================================  =============================================
+
+**Aggregation.** A run costs more than the sum of its profiled kernels: ORT spends time between kernels
+(allocation, dispatch), and for a small model that is a third of a run. The aggregator is
+``latency = a · Σ kernel + b · n_kernels + c`` with non-negative ``a, b, c`` fitted (least relative error)
+on the training runs' *measured* kernel sums and counts against their measured latency, so it describes
+the runtime, not the kernel model's errors. Each kernel's reported latency is ``a · kernel + b``; ``c`` is
+the fixed per-run overhead, and the breakdown sums exactly to the prediction.
+
+Only latency is predicted (memory and energy come back as None); the conformal interval and OOD flag of
+the base class apply as for every predictor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferperf.dataset.core import TARGETS, GraphDataset
+from inferperf.ir.features import edge_index
+from inferperf.ir.graph import ModelGraph
+from inferperf.predict.base import Prediction, Predictor, PredictorError, json_clean, register
+from inferperf.predict.fusion.data import (
+    device_resource_vector,
+    edge_examples,
+    kernel_examples,
+    profiled_samples,
+)
+from inferperf.predict.fusion.kernels import FusedGraph, PredictedKernel, extract_kernels
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run a block with ``threads`` torch threads (default: this process's cores, at most 4), restoring
+    the caller's setting — training must not change a host application's thread count."""
+    import torch
+
+    if threads is None:
+        try:
+            threads = min(len(os.sched_getaffinity(0)), 4)
+        except AttributeError:
+            threads = min(os.cpu_count() or 1, 4)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ================================================================================================ aggregator
+class OverheadModel:
+    """``latency = a · Σ kernels + b · n_kernels + c`` (non-negative), fitted for least relative error."""
+
+    def __init__(self, a: float = 1.0, b: float = 0.0, c: float = 0.0, n: int = 0) -> None:
+        self.a, self.b, self.c, self.n = a, b, c, n
+
+    def fit(self, kernel_sums: np.ndarray, counts: np.ndarray, latency: np.ndarray, iters: int = 20
+            ) -> OverheadModel:
+        from scipy.optimize import nnls
+
+        s, k, lat = (np.asarray(v, dtype=np.float64) for v in (kernel_sums, counts, latency))
+        ok = np.isfinite(s) & np.isfinite(k) & np.isfinite(lat) & (lat > 0) & (s > 0)
+        s, k, lat = s[ok], k[ok], lat[ok]
+        self.n = int(ok.sum())
+        if self.n < 5:  # too few runs to estimate an overhead: trust the kernel sum
+            self.a, self.b, self.c = 1.0, 0.0, 0.0
+            return self
+        design = np.column_stack([s, k, np.ones_like(s)]) / lat[:, None]
+        target = np.ones_like(s)
+        weights = np.ones_like(s)
+        coef = np.array([1.0, 0.0, 0.0])
+        for _ in range(iters):  # IRLS towards least absolute relative error (robust to a noisy run)
+            sw = np.sqrt(weights)
+            coef, _ = nnls(design * sw[:, None], target * sw)
+            resid = np.abs(design @ coef - target)
+            weights = 1.0 / np.maximum(resid, 1e-3)
+        if coef[0] <= 0:
+            coef = np.array([1.0, 0.0, 0.0])
+        self.a, self.b, self.c = (float(x) for x in coef)
+        return self
+
+    def kernel_ms(self, raw_ms: np.ndarray) -> np.ndarray:
+        return self.a * np.asarray(raw_ms, dtype=np.float64) + self.b
+
+    def state(self) -> dict[str, float]:
+        return {"a": self.a, "b": self.b, "c": self.c, "n": self.n}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> OverheadModel:
+        return cls(float(state["a"]), float(state["b"]), float(state["c"]), int(state.get("n", 0)))
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return repr(sorted((k, repr(v)) for k, v in config.items()))
+
+
+# ================================================================================================ base
+class _KernelLevelPredictor(Predictor):
+    """Shared pipeline: partition → kernel latency → aggregation (see the module docstring)."""
+
+    def __init__(self, *, threads: int | None = None, top_kernels: int = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threads = threads
+        self.top_kernels = top_kernels
+
+    # subclasses implement these three
+    def _fit_partition(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        raise NotImplementedError
+
+    def _fit_kernels(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        raise NotImplementedError
+
+    def explain_many(self, items: Sequence[tuple[ModelGraph, dict[str, Any], dict[str, Any]]]) -> list[FusedGraph]:
+        """The predicted fused graph (kernels with types and latencies) of each (graph, config, device)."""
+        raise NotImplementedError
+
+    def explain(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any] | str) -> FusedGraph:
+        self._require_fitted()
+        with torch_threads(self.threads):
+            return self.explain_many([(graph, config, self.resolve_device(device))])[0]
+
+    def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        profiled = profiled_samples(train)
+        if not profiled:
+            raise PredictorError(f"{self.name} learns from kernel profiles, and none of the {len(train)} training "
+                                 "runs has one (measure with profiling on, e.g. `inferperf collect --profile`)")
+        with torch_threads(self.threads):
+            self._fit_partition(train, dev)
+            self._fit_kernels(train, dev)
+        sums, counts, lat = [], [], []
+        for s, lab in profiled:
+            if s.label("latency_ms") is None:
+                continue
+            sums.append(sum(k.duration_ms for k in lab.kernels))
+            counts.append(len(lab.kernels))
+            lat.append(s.label("latency_ms"))
+        self.overhead_ = OverheadModel().fit(np.array(sums), np.array(counts), np.array(lat))
+        self.n_profiled_ = len(profiled)
+
+    def _predict_log(self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
+                     devices: Sequence[dict[str, Any]]) -> np.ndarray:
+        with torch_threads(self.threads):
+            fused = self.explain_many(list(zip(graphs, configs, devices, strict=True)))
+        self._last_explained_ = {(id(g), _config_key(c), str(d.get("id"))): f
+                                 for g, c, d, f in zip(graphs, configs, devices, fused, strict=True)}
+        out = np.full((len(graphs), len(TARGETS)), np.nan)
+        lat = np.array([f.latency_ms for f in fused], dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            out[:, TARGETS.index("latency_ms")] = np.where(lat > 0, np.log(np.maximum(lat, 1e-300)), np.nan)
+        return out
+
+    def predict(self, graphs: Sequence[ModelGraph] | ModelGraph, configs: Sequence[dict[str, Any]] | dict[str, Any],
+                device: dict[str, Any] | str, mig_gpu: str | None = None) -> list[Prediction]:
+        """As :meth:`Predictor.predict`, with ``breakdown`` holding the predicted kernels: the top kernels by
+        time, the share of time per kernel type, the fixed overhead (they sum to ``latency_ms``)."""
+        preds = super().predict(graphs, configs, device, mig_gpu)
+        graph_list = [graphs] if isinstance(graphs, ModelGraph) else list(graphs)
+        config_list = [configs] * len(graph_list) if isinstance(configs, dict) else list(configs)
+        dev = self.resolve_device(device)
+        cache = getattr(self, "_last_explained_", {})
+        for p, g, c in zip(preds, graph_list, config_list, strict=True):
+            fused = cache.get((id(g), _config_key(c), str(dev.get("id"))))
+            if fused is None:
+                fused = self.explain(g, c, dev)
+            p.breakdown = {**(p.breakdown or {}), **fused.breakdown(self.top_kernels)}
+        self._last_explained_ = {}
+        return preds
+
+    def _fused_graph(self, graph: ModelGraph, kernels: list[list[int]], raw_ms: np.ndarray, types: list[str],
+                     tops: list[list[tuple[str, float]]], fused_edges: int, executed: np.ndarray) -> FusedGraph:
+        ms = self.overhead_.kernel_ms(raw_ms)
+        names = [n.name for n in graph.nodes]
+        return FusedGraph(
+            graph_name=graph.name,
+            kernels=[PredictedKernel(k, [names[v] for v in k], t, float(m), top, float(r))
+                     for k, m, t, top, r in zip(kernels, ms, types, tops, raw_ms, strict=True)],
+            dropped=[names[v] for v in np.flatnonzero(~executed)],
+            fixed_ms=self.overhead_.c,
+            fused_edges=int(fused_edges),
+            n_edges=len(graph.edges),
+        )
+
+    def save(self, path: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
+        """As :meth:`Predictor.save`; unknown (NaN) device features are written as null — JSON has no NaN,
+        and :func:`~inferperf.predict.features.device_vector` reads a null back as unknown."""
+        original = self.devices_
+        self.devices_ = json_clean(original)
+        try:
+            return super().save(path, extra_meta)
+        finally:
+            self.devices_ = original
+
+    def _base_state(self) -> dict[str, Any]:
+        return {"overhead": self.overhead_.state(), "n_profiled": self.n_profiled_}
+
+    def _load_base_state(self, state: dict[str, Any]) -> None:
+        self.overhead_ = OverheadModel.from_state(state["overhead"])
+        self.n_profiled_ = int(state.get("n_profiled", 0))
+
+
+# ================================================================================================ LILOU
+@register("fusion-kernel", "LILOU: GAT-LSTM fusible-edge classifier, union-find kernels, GAT kernel latency + "
+                           "type with device/resource features, summed")
+class FusionKernelPredictor(_KernelLevelPredictor):
+    """Learned fusion + per-kernel latency (LILOU); see :mod:`inferperf.predict.fusion`."""
+
+    name = "fusion-kernel"
+
+    def __init__(
+        self,
+        *,
+        edge_hidden: int = 128,
+        edge_lstm_hidden: int = 128,
+        edge_directions: str = "both",
+        edge_epochs: int = 40,
+        edge_batch_size: int = 8,
+        edge_lr: float = 5e-3,
+        fuse_threshold: float | None = None,
+        exec_threshold: float = 0.5,
+        kernel_hidden: int = 256,
+        kernel_layers: int = 3,
+        kernel_epochs: int = 120,
+        kernel_batch_size: int = 256,
+        kernel_lr: float = 1e-3,
+        kernel_patience: int = 20,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.edge_hidden = edge_hidden
+        self.edge_lstm_hidden = edge_lstm_hidden
+        self.edge_directions = edge_directions
+        self.edge_epochs = edge_epochs
+        self.edge_batch_size = edge_batch_size
+        self.edge_lr = edge_lr
+        self.fuse_threshold = fuse_threshold
+        self.exec_threshold = exec_threshold
+        self.kernel_hidden = kernel_hidden
+        self.kernel_layers = kernel_layers
+        self.kernel_epochs = kernel_epochs
+        self.kernel_batch_size = kernel_batch_size
+        self.kernel_lr = kernel_lr
+        self.kernel_patience = kernel_patience
+
+    def _fit_partition(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        from inferperf.predict.fusion.edge_classifier import EdgeClassifier
+
+        dev_ex = edge_examples(dev) if dev is not None else []
+        self.edge_model_ = EdgeClassifier(
+            hidden=self.edge_hidden, lstm_hidden=self.edge_lstm_hidden, directions=self.edge_directions,
+            epochs=self.edge_epochs, batch_size=self.edge_batch_size, lr=self.edge_lr, seed=self.seed,
+        ).fit(edge_examples(train), dev_ex or None)
+        # fused edges are the minority and a missed fusion costs a kernel launch: pick the threshold on dev
+        self.threshold_ = (self.edge_model_.choose_threshold(dev_ex) if self.fuse_threshold is None and dev_ex
+                           else (0.5 if self.fuse_threshold is None else self.fuse_threshold))
+
+    def _fit_kernels(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        from inferperf.predict.fusion.kernel_model import KernelModel
+
+        self.kernel_model_ = KernelModel(
+            hidden=self.kernel_hidden, layers=self.kernel_layers, epochs=self.kernel_epochs,
+            batch_size=self.kernel_batch_size, lr=self.kernel_lr, patience=self.kernel_patience, seed=self.seed,
+        ).fit(kernel_examples(train), kernel_examples(dev) if dev is not None else None)
+
+    def partition(self, items: Sequence[tuple[ModelGraph, dict[str, Any], dict[str, Any]]]
+                  ) -> list[tuple[np.ndarray, np.ndarray, list[list[int]]]]:
+        """Per item: (fused edge mask, executed node mask, kernels) from the edge classifier + union-find."""
+        out = []
+        for (g, _, _), (pe, pn) in zip(items, self.edge_model_.predict_proba(items), strict=True):
+            fused = pe >= self.threshold_
+            executed = pn >= self.exec_threshold
+            if len(g.nodes) and not executed.any():  # something always runs
+                executed[:] = True
+            out.append((fused, executed, extract_kernels(len(g.nodes), edge_index(g), fused, executed)))
+        return out
+
+    def explain_many(self, items: Sequence[tuple[ModelGraph, dict[str, Any], dict[str, Any]]]) -> list[FusedGraph]:
+        parts = self.partition(items)
+        flat = [(g, k, c, d) for (g, c, d), (_, _, ks) in zip(items, parts, strict=True) for k in ks]
+        log_ms, probs = self.kernel_model_.predict(flat)
+        tops = self.kernel_model_.top_types(probs) if len(flat) else []
+        out, pos = [], 0
+        for (g, _, _), (fused, executed, ks) in zip(items, parts, strict=True):
+            n = len(ks)
+            top = tops[pos:pos + n]
+            n_fused = int(sum(1 for j, e in enumerate(g.edges) if fused[j] and executed[e.src] and executed[e.dst]))
+            out.append(self._fused_graph(g, ks, np.exp(log_ms[pos:pos + n]), [t[0][0] for t in top], top, n_fused,
+                                         executed))
+            pos += n
+        return out
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        return {**self._base_state(), "edge": self.edge_model_.save(directory),
+                "kernel": self.kernel_model_.save(directory), "threshold": self.threshold_}
+
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        from inferperf.predict.fusion.edge_classifier import EdgeClassifier
+        from inferperf.predict.fusion.kernel_model import KernelModel
+
+        self._load_base_state(state)
+        self.edge_model_ = EdgeClassifier.load(directory, state["edge"])
+        self.threshold_ = float(state.get("threshold", 0.5))
+        self.kernel_model_ = KernelModel.load(directory, state["kernel"])
+
+
+# ================================================================================================ nn-Meter
+@register("rule-kernel", "nn-Meter style: hand-written ORT CPU fusion rules, LightGBM latency per kernel type, "
+                         "summed")
+class RuleKernelPredictor(_KernelLevelPredictor):
+    """Rule-based kernel detection + per-kernel-type LightGBM regressors (the nn-Meter baseline)."""
+
+    name = "rule-kernel"
+
+    def __init__(self, *, min_samples: int = 40, n_estimators: int = 300, learning_rate: float = 0.05,
+                 num_leaves: int = 31, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_samples = min_samples
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+
+    def _fit_partition(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        from inferperf.predict.fusion.rules import RuleFusion
+
+        self.rules_ = RuleFusion()
+
+    def _fit_kernels(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        from inferperf.predict.fusion.rules import KernelRegressors, rule_kernel_rows
+
+        x, types, y = rule_kernel_rows(kernel_examples(train))
+        if not len(y):
+            raise PredictorError("no measured kernels with a positive duration to train on")
+        self.regressors_ = KernelRegressors(self.min_samples, self.n_estimators, self.learning_rate,
+                                            self.num_leaves, self.seed).fit(x, types, y)
+
+    def partition(self, items: Sequence[tuple[ModelGraph, dict[str, Any], dict[str, Any]]]
+                  ) -> list[tuple[np.ndarray, np.ndarray, list[list[int]]]]:
+        out = []
+        for g, c, _ in items:
+            part = self.rules_.partition(g, c)
+            out.append((part.edge_fused, part.executed, part.kernels))
+        return out
+
+    def explain_many(self, items: Sequence[tuple[ModelGraph, dict[str, Any], dict[str, Any]]]) -> list[FusedGraph]:
+        from inferperf.predict.fusion.rules import kernel_features
+
+        out = []
+        for g, c, d in items:
+            part = self.rules_.partition(g, c)
+            dev_vec = device_resource_vector(c, d)
+            x = np.array([np.concatenate([kernel_features(g, k), dev_vec]) for k in part.kernels]).reshape(
+                len(part.kernels), -1)
+            raw = np.exp(self.regressors_.predict(x, part.kernel_types)) if part.kernels else np.zeros(0)
+            out.append(self._fused_graph(g, part.kernels, raw, part.kernel_types,
+                                         [[(t, 1.0)] for t in part.kernel_types], int(part.edge_fused.sum()),
+                                         part.executed))
+        return out
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        return {**self._base_state(), "regressors": self.regressors_.save(directory)}
+
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        from inferperf.predict.fusion.rules import KernelRegressors, RuleFusion
+
+        self._load_base_state(state)
+        self.rules_ = RuleFusion()
+        self.regressors_ = KernelRegressors.load(directory, state["regressors"])
+

@@ -1,0 +1,154 @@
+"""The learned pieces: GAT-LSTM edge classifier, GAT kernel model, the two end-to-end predictors, evaluation."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferperf.dataset.core import GraphDataset
+from inferperf.ir.graph import Edge, ModelGraph, Node, TensorInfo
+from inferperf.predict import Predictor, get_predictor, list_predictors
+from inferperf.predict.fusion import FusionKernelPredictor, RuleKernelPredictor
+from inferperf.predict.fusion.data import EdgeExample, graph_labels, kernel_examples, toy_dataset
+from inferperf.predict.fusion.edge_classifier import EdgeClassifier
+from inferperf.predict.fusion.evaluation import edge_metrics, family_folds, leave_family_out, share_holdout
+from inferperf.predict.fusion.kernel_model import KernelModel
+
+os.environ.setdefault("TMPDIR", "/tmp")
+
+TINY_FUSION = dict(edge_hidden=32, edge_lstm_hidden=32, edge_epochs=12, edge_batch_size=4, kernel_hidden=32,
+                   kernel_layers=2, kernel_epochs=15, kernel_batch_size=64, kernel_lr=3e-3, threads=1)
+
+
+# ---------------------------------------------------------------------------------------------- synthetic rule
+_OPS = ("Conv", "Relu", "Add", "MatMul", "Sigmoid", "Transpose")
+
+
+def _random_graph(rng: random.Random, k: int) -> tuple[ModelGraph, np.ndarray]:
+    """A random DAG whose edges are 'fused' by a made-up rule: Conv→Relu and MatMul→Add only."""
+    n = rng.randint(8, 20)
+    ops = [rng.choice(_OPS) for _ in range(n)]
+    nodes, edges = [], []
+    for i, op in enumerate(ops):
+        shape = (1, 8, 4, 4)
+        ins = [TensorInfo(f"t{j}", shape, "float32") for j in range(max(0, i - 2), i)] if i else [
+            TensorInfo("x", shape, "float32")]
+        out = [TensorInfo(f"t{i}", shape, "float32")]
+        nodes.append(Node(i, f"g{k}n{i}", op, "", {}, ins, out, flops=128 * (i + 1)))
+    for i in range(1, n):
+        srcs = {i - 1} | ({rng.randrange(i)} if rng.random() < 0.3 else set())
+        for s in sorted(srcs):
+            edges.append(Edge(s, i, f"t{s}", 512))
+    g = ModelGraph(f"g{k}", nodes, edges, [TensorInfo("x", (1, 8, 4, 4), "float32")],
+                   [TensorInfo(f"t{n - 1}", (1, 8, 4, 4), "float32")], 17)
+    label = np.array([1.0 if (ops[e.src], ops[e.dst]) in (("Conv", "Relu"), ("MatMul", "Add")) else 0.0
+                      for e in edges], dtype=np.float32)
+    return g, label
+
+
+def test_edge_classifier_learns_a_synthetic_fusion_rule() -> None:
+    rng = random.Random(3)
+    device = {"id": "d", "features": {"cpu_logical_cpus": 2.0}}
+    config = {"intra_op_threads": 1, "opt_level": "all"}
+
+    def examples(count: int, start: int) -> list[EdgeExample]:
+        out = []
+        for k in range(start, start + count):
+            g, y = _random_graph(rng, k)
+            out.append(EdgeExample(g, config, device, y, np.ones(len(g.nodes), dtype=bool), "syn", g.name))
+        return out
+
+    train, test = examples(60, 0), examples(25, 1000)
+    clf = EdgeClassifier(hidden=32, lstm_hidden=32, epochs=25, batch_size=8, lr=1e-2, seed=0).fit(train)
+    probs = clf.predict_proba([(e.graph, e.config, e.device) for e in test])
+    y = np.concatenate([e.edge_fused for e in test])
+    pred = np.concatenate([p > 0.5 for p, _ in probs])
+    m = edge_metrics(y, pred)
+    majority = max(y.mean(), 1 - y.mean())  # the accuracy of always answering the majority class
+    balanced = (m["tp"] / (m["tp"] + m["fn"]) + m["tn"] / (m["tn"] + m["fp"])) / 2
+    assert m["accuracy"] > majority, m
+    assert balanced > 0.75, m  # chance is 0.5
+    assert all(len(pn) == len(e.graph.nodes) and (pn > 0.5).all() for (_, pn), e in zip(probs, test, strict=True))
+
+
+def test_edge_metrics_and_folds() -> None:
+    m = edge_metrics(np.array([1, 1, 0, 0, np.nan]), np.array([True, False, True, False, True]))
+    assert (m["tp"], m["fp"], m["fn"], m["tn"], m["n"]) == (1, 1, 1, 1, 4)
+    assert m["precision"] == m["recall"] == m["accuracy"] == 0.5
+    folds = family_folds(list("abcdefg"), 3, seed=1)
+    assert sorted(f for fold in folds for f in fold) == list("abcdefg") and len(folds) == 3
+    assert family_folds(["a", "b"], None) == [["a"], ["b"]]
+
+
+# ---------------------------------------------------------------------------------------------- real labels
+@pytest.fixture(scope="module")
+def toy() -> GraphDataset:
+    return toy_dataset(per_family=2, seed=0, threads=(1, 2), runs=5)
+
+
+def test_kernel_model_fit_predict_save_load(toy: GraphDataset, tmp_path: Path) -> None:
+    ex = kernel_examples(toy)
+    km = KernelModel(hidden=32, layers=2, epochs=10, batch_size=64, lr=3e-3, seed=0).fit(ex[::2], ex[1::2])
+    items = [(e.graph, e.nodes, e.config, e.device) for e in ex[:20]]
+    log_ms, probs = km.predict(items)
+    assert log_ms.shape == (20,) and probs.shape == (20, len(km.types_))
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert set(t for e in ex[::2] for t in [e.kernel_type]) <= set(km.types_)
+    state = km.save(tmp_path)
+    again = KernelModel.load(tmp_path, state)
+    log2, probs2 = again.predict(items)
+    assert np.allclose(log_ms, log2) and np.allclose(probs, probs2)
+    top = km.top_types(probs, 3)
+    assert all(len(t) == 3 and t[0][1] >= t[1][1] >= t[2][1] for t in top)
+
+
+@pytest.mark.parametrize("name", ["fusion-kernel", "rule-kernel"])
+def test_predictor_round_trip_and_breakdown(toy: GraphDataset, tmp_path: Path, name: str) -> None:
+    assert name in {p["name"] for p in list_predictors()}
+    hp = TINY_FUSION if name == "fusion-kernel" else {"n_estimators": 50}
+    p = get_predictor(name, **hp).fit(toy)
+    assert isinstance(p, FusionKernelPredictor if name == "fusion-kernel" else RuleKernelPredictor)
+    s = toy[0]
+    preds = p.predict([x.graph for x in toy[:4]], [x.config for x in toy[:4]], s.device)
+    for pr in preds:
+        assert pr.latency_ms is not None and pr.latency_ms > 0 and pr.memory_mb is None
+        b = pr.breakdown
+        total = sum(k.latency_ms for k in p.explain(toy[0].graph, toy[0].config, s.device).kernels)
+        assert b["kernel_sum_ms"] + b["fixed_ms"] == pytest.approx(b["latency_ms"])
+        assert b["latency_ms"] == pytest.approx(pr.latency_ms, rel=1e-9)
+        assert sum(b["by_type"].values()) == pytest.approx(1.0)
+        assert b["n_kernels"] >= 1 and total > 0
+    fused = p.explain(s.graph, s.config, s.device)
+    covered = sorted(n for k in fused.kernels for n in k.node_names)
+    assert sorted(covered + fused.dropped) == sorted(n.name for n in s.graph.nodes)  # a partition
+    art = p.save(tmp_path / name)
+    q = Predictor.load(art)
+    again = q.predict([x.graph for x in toy[:4]], [x.config for x in toy[:4]], s.device)
+    assert [a.latency_ms for a in again] == pytest.approx([b.latency_ms for b in preds], rel=1e-6)
+    assert again[0].breakdown["by_type"] == pytest.approx(preds[0].breakdown["by_type"])
+
+
+def test_kernel_predictors_need_profiles(toy: GraphDataset) -> None:
+    from inferperf.dataset.core import Sample
+    from inferperf.predict.base import PredictorError
+
+    bare = GraphDataset([Sample(s.graph, s.family, s.config, s.device, s.labels) for s in toy])
+    with pytest.raises(PredictorError, match="kernel profiles"):
+        get_predictor("rule-kernel").fit(bare)
+
+
+def test_evaluation_reports_fusion_kernels_and_shares(toy: GraphDataset) -> None:
+    report = leave_family_out(toy, ["rule-kernel"], n_folds=2, hparams={"rule-kernel": {"n_estimators": 30}})
+    summary = report["summary"]["rule-kernel"]
+    assert 0.0 <= summary["fusion_pooled"]["accuracy"] <= 1.0
+    assert summary["fusion_pooled"]["n"] == sum(int(np.isfinite(graph_labels(s).edge_fused).sum()) for s in toy)
+    assert set(report["per_family"]["rule-kernel"]["e2e"]) == set(toy.families())
+    assert summary["kernels_mean"]["type_top1"] == summary["kernels_mean"]["type_top5"]  # rules: one type
+    shares = share_holdout(toy, "rule-kernel", hparams={"n_estimators": 30})
+    assert shares["status"] == "ok" and set(shares["shares"]) == {"0.5", "1.0"}
+    one = GraphDataset([s for s in toy if s.config["intra_op_threads"] == 1])
+    assert share_holdout(one, "rule-kernel")["status"] == "skipped"
