@@ -24,9 +24,7 @@ the base class apply as for every predictor.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +41,7 @@ from inferperf.predict.fusion.data import (
     profiled_samples,
 )
 from inferperf.predict.fusion.kernels import FusedGraph, PredictedKernel, extract_kernels
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run a block with ``threads`` torch threads (default: this process's cores, at most 4), restoring
-    the caller's setting — training must not change a host application's thread count."""
-    import torch
-
-    if threads is None:
-        try:
-            threads = min(len(os.sched_getaffinity(0)), 4)
-        except AttributeError:
-            threads = min(os.cpu_count() or 1, 4)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from inferperf.predict.training import torch_threads
 
 
 # ================================================================================================ aggregator
