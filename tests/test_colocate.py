@@ -113,7 +113,7 @@ def _synthetic_examples(models: list[ColoModel], n_groups: int = 40) -> list[Col
 
 def test_slowdown_predictor_learns_and_round_trips(models: list[ColoModel], tmp_path: Path) -> None:
     examples = _synthetic_examples(models)
-    report = evaluate_unseen_groups(examples, seeds=(0,))
+    report = evaluate_unseen_groups(examples, seeds=(0,), depths=(1,), alphas=(0.01, 1.0))
     mlp, const = report["models"]["mlp"]["mape"]["mean"], report["models"]["constant"]["mape"]["mean"]
     assert mlp < const / 2, report["models"]
     model = SlowdownPredictor(kind="mlp", depths=(1, 2), alphas=(0.01, 1.0)).fit(examples)
@@ -162,11 +162,11 @@ def test_cli_trains_and_predicts(models: list[ColoModel], tmp_path: Path) -> Non
                                 1.9 if shared else 1.05 + 0.01 * k, 10, 10, 0.01, 0.01) for k, n in enumerate(pick)]
         ds.append(ColocationResult(members, 1.0, "dev-x"), {"n_cores": 2})
     art = tmp_path / "art"
-    r = _cli("colocate-train", str(tmp_path / "ds"), "--out", str(art), "--json", home=tmp_path)
+    r = _cli("colocate-train", str(tmp_path / "ds"), "--out", str(art), "--no-evaluate", "--json", home=tmp_path)
     assert r.returncode == 0, r.stderr
     trained = json.loads(r.stdout)
     assert trained["n_examples"] == sum(2 + g % 2 for g in range(24))
-    assert set(trained["evaluation"]["models"]) == {"mlp", "linear", "constant"}
+    assert trained["evaluation"] is None and (art / "meta.json").is_file()
     r = _cli("colocate", models[0].path, models[1].path, "--predict", "--predictor", str(art), "--cores", "0;0",
              "--json", home=tmp_path)
     assert r.returncode == 0, r.stderr

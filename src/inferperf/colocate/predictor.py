@@ -211,9 +211,9 @@ class SlowdownPredictor:
 
 
 def evaluate_unseen_groups(examples: Sequence[ColoExample], *, seeds: Sequence[int] = (0, 1, 2),
-                           test_fraction: float = 0.25) -> dict[str, Any]:
+                           test_fraction: float = 0.25, **mlp_params: Any) -> dict[str, Any]:
     """MAPE of the slowdown on groups (pairs/trios) never seen in training, per model kind, mean ± std
-    over seeds; the constant (training mean) predictor is the reference."""
+    over seeds; the constant (training mean) predictor is the reference. ``mlp_params`` go to the MLP."""
     from inferperf.predict.metrics import err_bound, mape
 
     groups = sorted({e.group_key for e in examples})
@@ -227,7 +227,8 @@ def evaluate_unseen_groups(examples: Sequence[ColoExample], *, seeds: Sequence[i
         test = [e for e in examples if e.group_key in test_groups]
         truth = np.array([e.slowdown for e in test])
         for kind in ("mlp", "linear"):
-            pred = SlowdownPredictor(kind=kind, seed=seed).fit(train).predict(test)
+            params = mlp_params if kind == "mlp" else {}
+            pred = SlowdownPredictor(kind=kind, seed=seed, **params).fit(train).predict(test)
             results[kind]["mape"].append(mape(truth, pred))
             results[kind]["err10"].append(err_bound(truth, pred, 0.1))
         const = np.full(len(test), float(np.exp(np.mean(np.log([e.slowdown for e in train])))))
