@@ -68,6 +68,9 @@ def collect(
                                   help="Export the next graph on one core while measuring on the other "
                                        "(faster, but inflates latency ~12%: not for reference data)."),
     keep_files: bool = typer.Option(False, help="Keep ONNX files with weights (default: graph JSON only)."),
+    max_background: float = typer.Option(
+        0.3, help="Wait until other processes use at most this many cores before measuring, and measure again "
+                  "when they used more (negative: do not check)."),
     db: str = typer.Option(None, "--db", help="PerfDB URL or SQLite path."),
     as_json: bool = typer.Option(False, "--json", help="Print the collection report as JSON."),
 ) -> None:
@@ -94,6 +97,7 @@ def collect(
         batch_sizes=tuple(parse_int_list(batch, "batch")), threads=tuple(parse_int_list(threads, "threads")),
         seed=seed, profile=profile, graph_budget_s=graph_budget, max_time_s=max_time, pipeline=pipeline,
         retry_failed=retry_failed, retry_unstable=retry_unstable, keep_files=keep_files, db=db,
+        max_background=max_background if max_background >= 0 else None,
     )
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -101,6 +105,9 @@ def collect(
         task = bar.add_task("collect", total=None)
 
         def on_graph(status: dict) -> None:
+            if "waiting" in status:
+                bar.update(task, description=status["waiting"])
+                return
             bar.update(task, total=status["total"], completed=status["done"],
                        description=f"collect {status['entry'][:40]}")
 
@@ -111,5 +118,6 @@ def collect(
         return
     rate = out["graphs_per_hour"]
     typer.echo(f"planned {out['planned']}, skipped (done) {out['skipped']}, measured {out['measured']}, "
-               f"failed {out['failed']}, unstable {out['unstable']} in {out['wall_s']:.0f} s"
+               f"failed {out['failed']}, unstable {out['unstable']}, re-measured on a busy machine "
+               f"{out['remeasured']} in {out['wall_s']:.0f} s"
                + (f" ({rate:.0f} graphs/hour)" if rate else ""))

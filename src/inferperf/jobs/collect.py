@@ -44,6 +44,11 @@ class CollectOptions:
     retry_unstable: bool = False
     keep_files: bool = False
     db: str | None = None
+    #: wait until other processes use at most this many cores before measuring, and measure again (up to
+    #: ``quiet_retries`` times) when they used more during the timed phase; None = do not check
+    max_background: float | None = 0.3
+    quiet_retries: int = 2
+    quiet_timeout_s: float = 600.0
 
 
 @dataclass
@@ -53,6 +58,9 @@ class CollectReport:
     measured: int = 0
     failed: int = 0
     unstable: int = 0
+    remeasured: int = 0
+    disturbed: int = 0
+    quiet_wait_s: float = 0.0
     graph_seconds: list[float] = field(default_factory=list)
     export_seconds: list[float] = field(default_factory=list)
     measure_seconds: list[float] = field(default_factory=list)
@@ -72,7 +80,8 @@ class CollectReport:
         graphs_per_hour = 3600.0 * (self.measured + self.failed) / self.wall_s if self.wall_s else None
         return {
             "planned": self.planned, "skipped": self.skipped, "measured": self.measured, "failed": self.failed,
-            "unstable": self.unstable, "families": self.families, "wall_s": self.wall_s,
+            "unstable": self.unstable, "remeasured": self.remeasured, "disturbed": self.disturbed,
+            "quiet_wait_s": self.quiet_wait_s, "families": self.families, "wall_s": self.wall_s,
             "graphs_per_hour": graphs_per_hour, "graph_s": dist(self.graph_seconds),
             "export_s": dist(self.export_seconds), "measure_s": dist(self.measure_seconds),
         }
@@ -152,16 +161,11 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
                         model_id = model_id or _store_failed_model(db, entry)
                     else:
                         t_measure = time.perf_counter()
-                        outcome = measurer.run({"model_path": info["path"], "config": cfg.to_dict(),
-                                                "protocol": protocol.to_dict(),
-                                                "metadata": {"vocab_size": info["metadata"].get("vocab_size")}},
-                                               options.graph_budget_s)
+                        record = _measure_quietly(measurer, {
+                            "model_path": info["path"], "config": cfg.to_dict(), "protocol": protocol.to_dict(),
+                            "metadata": {"vocab_size": info["metadata"].get("vocab_size")}}, cfg, protocol,
+                            options, report, progress)
                         report.measure_seconds.append(time.perf_counter() - t_measure)
-                        if outcome.status == "ok":
-                            record = outcome.value
-                        else:
-                            status = "failed" if outcome.status == "error" else outcome.status
-                            record = Measurement.failure(cfg, protocol, status, outcome.error or status).to_dict()
                     record["config"]["key"] = cfg.key()
                     record.setdefault("provenance", {})["collector"] = {
                         "zoo_key": entry.key, "pipelined": options.pipeline, "measure_cores": measure_cores,
@@ -187,6 +191,43 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
             measurer.close()
     report.wall_s = time.perf_counter() - started
     return report
+
+
+def _measure_quietly(measurer: Any, task: dict[str, Any], cfg: Any, protocol: Any, options: CollectOptions,
+                     report: CollectReport, progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Measure once the machine is quiet; measure again when another process disturbed the timed phase.
+
+    The last attempt is kept either way, with ``provenance["background_attempts"]`` listing
+    the background load of every attempt, so a disturbed run is visible (and re-measurable) later.
+    """
+    from inferperf.measure.background import wait_for_quiet
+    from inferperf.measure.result import Measurement
+
+    def on_wait(load: float) -> None:
+        if progress is not None:
+            progress({"waiting": f"machine busy ({load:.2f} other cores): waiting to measure"})
+
+    check = options.max_background is not None and not options.pipeline  # our own exporter is busy then
+    attempts: list[float | None] = []
+    record: dict[str, Any] = {}
+    for attempt in range(1 + max(0, options.quiet_retries)):
+        if check:
+            report.quiet_wait_s += wait_for_quiet(options.max_background, timeout_s=options.quiet_timeout_s,
+                                                  on_wait=on_wait)
+        outcome = measurer.run(task, options.graph_budget_s)
+        if outcome.status != "ok":
+            status = "failed" if outcome.status == "error" else outcome.status
+            return Measurement.failure(cfg, protocol, status, outcome.error or status).to_dict()
+        record = outcome.value
+        load = (record.get("provenance") or {}).get("background_cpu")
+        attempts.append(load)
+        if not check or load is None or load <= options.max_background:
+            break
+        report.remeasured += attempt < options.quiet_retries
+    else:
+        report.disturbed += 1
+    record.setdefault("provenance", {})["background_attempts"] = attempts
+    return record
 
 
 def _done_statuses(options: CollectOptions) -> tuple[str, ...] | None:

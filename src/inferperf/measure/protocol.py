@@ -8,8 +8,9 @@ Order of a measurement (:func:`run_measurement`):
 3. warm up on exactly the measured inputs (at least ``warmup_runs`` calls and ``warmup_min_s``);
 4. timed phase (:func:`time_callable`): ``perf_counter_ns`` around each call, in blocks, until the
    stopping rule holds or the time cap is hit; a block whose CV exceeds the limit is discarded and
-   repeated, and the run is flagged unstable if it stays noisy; the energy meter and the process CPU time
-   cover exactly this phase;
+   repeated, and the run is flagged unstable if it stays noisy; the energy meter, the process CPU time and
+   the other processes' CPU use (``background_cpu``, see :mod:`inferperf.measure.background`) cover
+   exactly this phase;
 5. optional kernel trace in a separate profiled session (profiling slows every op, so it never touches
    the timed numbers);
 6. close, restore affinity, build the :class:`Measurement`.
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from inferperf.errors import InferperfError
+from inferperf.measure.background import BackgroundLoad
 from inferperf.measure.config import ProtocolConfig, RunConfig
 from inferperf.measure.memory import PeakMemoryTracker
 from inferperf.measure.result import Measurement, now_iso
@@ -526,11 +528,13 @@ def _measure(
                 call()
         # CLOCK_PROCESS_CPUTIME_ID (all threads, ns resolution): psutil's cpu_times tick at 10 ms and read
         # 0 for a short timed phase
+        background = BackgroundLoad().start()
         cpu0 = time.process_time_ns()
         wall0 = time.perf_counter_ns()
         timing = time_callable(call, protocol, clock, est_ns=warm.est_ns)
         wall = (time.perf_counter_ns() - wall0) / _NS_PER_S
         cpu_s = (time.process_time_ns() - cpu0) / _NS_PER_S
+        background_cpu = background.stop()
         if meter is not None:
             reading = _stop_energy_meter(meter, phase.notes)
             meter = None
@@ -575,6 +579,7 @@ def _measure(
     provenance["memory_method"] = memory.method
     provenance["warmup"] = {"calls": warm.calls, "ms": warm.elapsed_ns / _NS_PER_MS}
     provenance["timing"] = timing.summary()
+    provenance["background_cpu"] = background_cpu
     return Measurement(
         config=config,
         protocol=protocol,
