@@ -243,3 +243,16 @@ def test_gpu_device_gets_a_mig_profile_without_asking(ds: GraphDataset) -> None:
     assert p.device == "gpu-x"
     assert p.mig_profile == "1g.10gb"  # the smallest A100-80GB slice
     assert "fits" in p.breakdown["mig"]
+
+
+def test_kernel_level_predictors_are_listed_without_importing_them():
+    import subprocess
+    import sys
+
+    code = ("import sys; from inferperf.predict.base import list_predictors; "
+            "names = [p['name'] for p in list_predictors()]; "
+            "assert {'fusion-kernel', 'rule-kernel'} <= set(names), names; "
+            "assert 'inferperf.predict.fusion.predictor' not in sys.modules; "
+            "from inferperf.predict.base import predictor_class; "
+            "assert predictor_class('rule-kernel').__name__ == 'RuleKernelPredictor'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -149,6 +149,19 @@ for _conv, _desc in (
         else f"graph-level multi-target GNN ablation — {_desc}",
         conv=_conv,
     )
+_builtin(
+    "fusion-kernel",
+    "inferperf.predict.fusion.predictor",
+    "FusionKernelPredictor",
+    "LILOU: GAT-LSTM fusible-edge classifier, union-find kernels, GAT kernel latency + type with "
+    "device/resource features, summed",
+)
+_builtin(
+    "rule-kernel",
+    "inferperf.predict.fusion.predictor",
+    "RuleKernelPredictor",
+    "nn-Meter style: hand-written ORT CPU fusion rules, LightGBM latency per kernel type, summed",
+)
 
 
 def register(name: str, description: str = "", **defaults: Any) -> Callable[[type], type]:
@@ -563,7 +576,8 @@ class Predictor(ABC):
             "evaluation": {},
         }
         meta.update(extra_meta or {})
-        _write_json(directory / META_FILENAME, meta)
+        # JSON has no NaN: a missing device feature (no RAPL, unknown bandwidth) is written as null
+        _write_json(directory / META_FILENAME, json_clean(meta))
         return directory
 
     @classmethod

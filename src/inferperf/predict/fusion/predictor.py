@@ -196,8 +196,7 @@ class _KernelLevelPredictor(Predictor):
 
 
 # ================================================================================================ LILOU
-@register("fusion-kernel", "LILOU: GAT-LSTM fusible-edge classifier, union-find kernels, GAT kernel latency + "
-                           "type with device/resource features, summed")
+@register("fusion-kernel")  # description in predict.base's built-in table (listed without importing torch)
 class FusionKernelPredictor(_KernelLevelPredictor):
     """Learned fusion + per-kernel latency (LILOU); see :mod:`inferperf.predict.fusion`."""
 
@@ -300,8 +299,7 @@ class FusionKernelPredictor(_KernelLevelPredictor):
 
 
 # ================================================================================================ nn-Meter
-@register("rule-kernel", "nn-Meter style: hand-written ORT CPU fusion rules, LightGBM latency per kernel type, "
-                         "summed")
+@register("rule-kernel")
 class RuleKernelPredictor(_KernelLevelPredictor):
     """Rule-based kernel detection + per-kernel-type LightGBM regressors (the nn-Meter baseline)."""
 
