@@ -184,7 +184,7 @@ def make_run(
             {"src": nodes[i], "dst": nodes[i + 1], "tensor": f"t{i}", "fused": i == 0}
             for i in range(len(nodes) - 1)
         ],
-        "provenance": {"seed": 0},
+        "provenance": {"seed": 0, "memory_method": "heap", "background_cpu": 0.01},
         "started_at": "2025-03-01T12:00:00+00:00",
         "duration_s": 1.0,
     }
@@ -494,3 +494,11 @@ def test_dataset_from_db_matches_the_export(populated: dict[str, Any], tmp_path:
     for run_id, s in direct.items():
         assert s.labels == exported[run_id].labels and s.graph_key == exported[run_id].graph_key
         assert s.kernels is None  # kernels are left out unless asked for
+
+
+def test_an_rss_memory_figure_is_not_a_training_label():
+    from inferperf.dataset.parquet import sample_labels
+
+    row = {"latency_p50_ms": 2.0, "memory_mb": 0.0, "memory_method": "rss-vmhwm"}
+    assert "memory_mb" not in sample_labels(row) and sample_labels(row)["latency_ms"] == 2.0
+    assert sample_labels({**row, "memory_mb": 12.5, "memory_method": "heap"})["memory_mb"] == 12.5

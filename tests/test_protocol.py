@@ -447,3 +447,30 @@ def test_peak_memory_sees_a_transient_allocation(force_sampling: bool) -> None:
     assert reading["method"] == ("sampled" if force_sampling else "vmhwm")
     assert reading["delta_mb"] >= 150
     assert reading["peak_mb"] >= reading["baseline_mb"] + 150
+
+
+def test_heap_footprint_does_not_depend_on_what_the_process_freed_before():
+    """The model's memory is its heap footprint: the same in a fresh process and after a bigger model."""
+    from inferperf.measure.memory import heap_in_use_bytes
+
+    if heap_in_use_bytes() is None:
+        pytest.skip("no glibc mallinfo2 here: the RSS fallback is used")
+    import numpy as np
+
+    from inferperf.measure.memory import PeakMemoryTracker
+
+    def footprint(nbytes: int) -> float:
+        tracker = PeakMemoryTracker()
+        tracker.start()
+        block = np.ones(nbytes // 8)
+        tracker.mark()
+        del block
+        reading = tracker.stop()
+        assert reading.model_method == "heap"
+        return reading.model_mb
+
+    first = footprint(64 << 20)
+    big = np.ones((256 << 20) // 8)  # the process now holds (and then frees) more than the model needs
+    del big
+    again = footprint(64 << 20)
+    assert first == pytest.approx(64, rel=0.05) and again == pytest.approx(64, rel=0.05)

@@ -242,6 +242,9 @@ def run_row(run: Mapping[str, Any], key: str, group: str, family: str) -> dict[s
         "n_fusion_edges",
     ):
         row[name] = run.get(name)
+    provenance = run.get("provenance") or {}
+    row["memory_method"] = provenance.get("memory_method")
+    row["background_cpu"] = provenance.get("background_cpu")
     return row
 
 

@@ -117,7 +117,8 @@ def _run_record(
                                    "first_inference_ms")},
         "kernels": sorted(kernels, key=lambda k: k.get("ordinal", 0)) if kernels is not None else None,
         "fusion_edges": edges,
-        "provenance": {"imported_from": str(root.resolve()), "original_run_id": row.get("run_id")},
+        "provenance": {"imported_from": str(root.resolve()), "original_run_id": row.get("run_id"),
+                       "memory_method": row.get("memory_method"), "background_cpu": row.get("background_cpu")},
         "started_at": created.isoformat() if hasattr(created, "isoformat") else created,
         "duration_s": 0.0,
     }

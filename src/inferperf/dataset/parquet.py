@@ -140,6 +140,7 @@ RUNS_SCHEMA = pa.schema(
         ("n_samples", pa.int64()),
         ("throughput", pa.float64()),
         ("memory_mb", pa.float64()),
+        ("memory_method", pa.string()),
         ("peak_rss_mb", pa.float64()),
         ("arena_mb", pa.float64()),
         ("energy_j", pa.float64()),
@@ -151,6 +152,7 @@ RUNS_SCHEMA = pa.schema(
         ("first_inference_ms", pa.float64()),
         ("n_kernels", pa.int32()),
         ("n_fusion_edges", pa.int32()),
+        ("background_cpu", pa.float64()),
     ]
 )
 
@@ -538,7 +540,8 @@ def _grouped(table: pa.Table, order: str | None = None) -> dict[int, list[dict[s
 def sample_labels(row: Mapping[str, Any], estimated_energy: bool = False) -> dict[str, float]:
     """Labels of one runs row; a value that was not measured is absent, never 0.
 
-    An energy figure that is an estimate (no hardware counter) is kept as ``energy_j_estimate`` and only
+    ``memory_mb`` is a label only where it is the heap footprint (``memory_method == "heap"``). An energy
+    figure that is an estimate (no hardware counter) is kept as ``energy_j_estimate`` and only
     becomes the ``energy_j`` training target when ``estimated_energy`` is set: a TDP model is latency times a
     constant, and a predictor trained on it as if it were measured energy would learn nothing true.
     """
@@ -546,6 +549,10 @@ def sample_labels(row: Mapping[str, Any], estimated_energy: bool = False) -> dic
     for label, column in LABEL_COLUMNS.items():
         value = row.get(column)
         if value is None or not math.isfinite(float(value)):
+            continue
+        if label == "memory_mb" and row.get("memory_method") != "heap":
+            # an RSS delta from a long-lived worker reads 0 after the previous model freed its memory: kept in
+            # the export, never a training target (see inferperf.measure.memory)
             continue
         if label == "energy_j" and is_estimated_energy(row.get("energy_source")) and not estimated_energy:
             labels["energy_j_estimate"] = float(value)

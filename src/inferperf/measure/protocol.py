@@ -505,6 +505,7 @@ def _measure(
         t0 = clock()
         session = backend.load(model, config)
         phase.session_create_ms = (clock() - t0) / _NS_PER_MS
+        tracker.mark()
         shapes = resolve_shapes(session.input_specs, config.batch_size, config.dim_values)
         provenance["input_shapes"] = {k: list(v) for k, v in shapes.items()}
         np_feeds = make_feeds(session.input_specs, shapes, config.seed, metadata)
@@ -514,7 +515,9 @@ def _measure(
         call()
         first_ns = clock() - t0
         phase.first_inference_ms = first_ns / _NS_PER_MS
+        tracker.mark()
         warm = warm_up(call, protocol, clock, first_ns)
+        tracker.mark()
         tracker.pause()
 
         t_meter = time.perf_counter()
@@ -535,6 +538,7 @@ def _measure(
         wall = (time.perf_counter_ns() - wall0) / _NS_PER_S
         cpu_s = (time.process_time_ns() - cpu0) / _NS_PER_S
         background_cpu = background.stop()
+        tracker.mark()
         if meter is not None:
             reading = _stop_energy_meter(meter, phase.notes)
             meter = None
@@ -576,7 +580,9 @@ def _measure(
 
     provenance.update(phase.notes)
     provenance["runtime"] = runtime_prov
-    provenance["memory_method"] = memory.method
+    provenance["memory_method"] = memory.model_method
+    provenance["rss_method"] = memory.method
+    provenance["rss_delta_mb"] = memory.delta_mb
     provenance["warmup"] = {"calls": warm.calls, "ms": warm.elapsed_ns / _NS_PER_MS}
     provenance["timing"] = timing.summary()
     provenance["background_cpu"] = background_cpu
@@ -595,7 +601,7 @@ def _measure(
         cold_start_ms=phase.session_create_ms + phase.first_inference_ms,
         session_create_ms=phase.session_create_ms,
         first_inference_ms=phase.first_inference_ms,
-        memory_mb=memory.delta_mb,
+        memory_mb=memory.model_mb,
         peak_rss_mb=memory.peak_mb,
         arena_mb=arena,
         energy_j=energy_j,
