@@ -121,9 +121,9 @@ def test_a_disturbed_measurement_is_taken_again(monkeypatch):
     report = CollectReport()
     measurer = _FakeMeasurer([0.9, 0.1, 0.0])
     record = _measure_quietly(measurer, {}, None, None, opts, report, None)
-    assert measurer.calls == 2 and waits == [0.3, 0.3]
+    assert measurer.calls == 2 and waits == [0.3]  # no wait before the first attempt, one before the second
     assert record["provenance"]["background_attempts"] == [0.9, 0.1]
-    assert report.remeasured == 1 and report.disturbed == 0 and report.quiet_wait_s == 3.0
+    assert report.remeasured == 1 and report.disturbed == 0 and report.quiet_wait_s == 1.5
 
     # never quiet: the last attempt is kept and counted as disturbed
     report = CollectReport()
