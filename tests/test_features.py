@@ -278,3 +278,25 @@ def test_encoding_info_round_trips_and_detects_changes() -> None:
         check_encoding(reordered)
     with pytest.raises(InferperfError, match="version"):
         check_encoding(dict(info, version=ENCODING_VERSION + 1))
+
+
+def test_cost_breakdown_separates_depthwise_from_dense_convolution():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from inferperf.ir.build import build_graph
+
+    def conv_graph(group: int):
+        w = numpy_helper.from_array(np.ones((32, 32 // group, 3, 3), dtype=np.float32), "w")
+        node = helper.make_node("Conv", ["x", "w"], ["y"], group=group, pads=[1, 1, 1, 1])
+        g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 16, 16])], [w])
+        return build_graph(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+    names = list(STATIC_FEATURE_NAMES)
+    dense, depthwise, grouped = (static_feature_vector(conv_graph(g)) for g in (1, 32, 4))
+    i_dense, i_dw, i_gr = (names.index(f"log_macs_conv_{k}") for k in ("dense", "depthwise", "grouped"))
+    assert dense[i_dense] > 0 and dense[i_dw] == 0 and dense[i_gr] == 0
+    assert depthwise[i_dw] > 0 and depthwise[i_dense] == 0
+    assert grouped[i_gr] > 0 and grouped[i_dw] == 0
+    assert np.expm1(dense[i_dense]) == pytest.approx(32 * 32 * 9 * 256, rel=1e-3)  # MACs
+    assert dense[names.index("log_roofline_us")] > depthwise[names.index("log_roofline_us")]

@@ -33,7 +33,7 @@ from inferperf.ir.graph import ModelGraph, Node
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2  # 2: static cost breakdown (MACs per conv/matmul kind, bytes per memory-bound category)
 
 
 class EncodingMismatchError(InferperfError):
@@ -343,6 +343,15 @@ STATIC_FEATURE_NAMES: tuple[str, ...] = (
     "share_macs_recurrent",
     "log_arithmetic_intensity",  # log1p(FLOPs / (weights + activations + inputs bytes))
     "share_nodes_without_formula",
+    # Cost breakdown: kinds of MACs run at very different speeds (a depthwise conv MAC costs ~10x a dense
+    # one on CPU; attention's activation x activation matmuls are not weight GEMMs) and memory-bound ops
+    # cost their bytes, so a predictor sees where the work is, not just how much there is.
+    *(f"log_macs_{kind}" for kind in ("conv_dense", "conv_depthwise", "conv_grouped", "matmul_weights",
+                                      "matmul_activations", "recurrent")),
+    *(f"log_bytes_{cat}" for cat in ("elementwise", "activation", "norm", "softmax", "pooling", "reduce",
+                                     "data_movement")),
+    "log_n_tiny",  # nodes whose output has < 4096 elements: their time is per-op overhead, not work
+    "log_roofline_us",  # nominal roofline sum: Σ max(FLOPs / 50 GFLOP/s, bytes / 20 GB/s) + 1 µs per node
 )
 STATIC_FEATURE_DIM = len(STATIC_FEATURE_NAMES)
 
@@ -394,7 +403,53 @@ def static_feature_vector(graph: ModelGraph) -> np.ndarray:
     feats["share_nodes_without_formula"] = (
         sum(1 for n in graph.nodes if not n.has_formula) / n_nodes if n_nodes else 0.0
     )
+    feats.update(_cost_breakdown(graph))
     return np.array([feats[name] for name in STATIC_FEATURE_NAMES], dtype=np.float32)
+
+
+_BYTES_CATEGORIES = ("elementwise", "activation", "norm", "softmax", "pooling", "reduce", "data_movement")
+_NOMINAL_FLOPS_PER_US = 50e3  # 50 GFLOP/s
+_NOMINAL_BYTES_PER_US = 20e3  # 20 GB/s
+_TINY_NUMEL = 4096
+
+
+def _mac_kind(node: Any, category: str) -> str | None:
+    if category == "recurrent":
+        return "recurrent"
+    if category == "matmul":
+        return "matmul_weights" if node.weight_bytes > 0 else "matmul_activations"
+    if category != "conv":
+        return None
+    group = int(node.attributes.get("group", 1) or 1)
+    if group <= 1:
+        return "conv_dense"
+    shape = node.inputs[0].shape if node.inputs else None
+    channels = shape[1] if shape is not None and len(shape) > 1 else None
+    return "conv_depthwise" if channels is not None and group >= channels else "conv_grouped"
+
+
+def _cost_breakdown(graph: ModelGraph) -> dict[str, float]:
+    macs: dict[str, int] = dict.fromkeys(("conv_dense", "conv_depthwise", "conv_grouped", "matmul_weights",
+                                          "matmul_activations", "recurrent"), 0)
+    moved: dict[str, int] = dict.fromkeys(_BYTES_CATEGORIES, 0)
+    tiny = 0
+    roofline_us = 0.0
+    for n in graph.nodes:
+        cat = op_category(n.qualified_type)
+        kind = _mac_kind(n, cat)
+        if kind is not None:
+            macs[kind] += n.macs
+        nbytes = n.bytes_read + n.bytes_written
+        if cat in moved:
+            moved[cat] += nbytes
+        out_numel = sum((t.numel or 0) for t in n.outputs)
+        tiny += out_numel < _TINY_NUMEL
+        roofline_us += max(n.flops / _NOMINAL_FLOPS_PER_US, nbytes / _NOMINAL_BYTES_PER_US) + 1.0
+    out = {f"log_macs_{k}": _log(v) for k, v in macs.items()}
+    out.update({f"log_bytes_{k}": _log(v) for k, v in moved.items()})
+    out["log_n_tiny"] = _log(tiny)
+    out["log_roofline_us"] = _log(roofline_us)
+    return out
 
 
 # ---- structure -----------------------------------------------------------------------------------------
