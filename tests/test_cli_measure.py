@@ -100,3 +100,12 @@ def test_device_json(home):
     assert res.returncode == 0, res.stderr
     d = json.loads(res.stdout)
     assert d["id"] == d["fingerprint"] and d["cpu"]["logical_cpus"] >= 1
+
+
+def test_a_run_timed_on_a_busy_machine_is_flagged():
+    from inferperf.cli.measure import busy_warning
+
+    assert busy_warning({"provenance": {"background_cpu": 0.05}}) is None
+    assert busy_warning({"provenance": {}}) is None
+    line = busy_warning({"provenance": {"background_cpu": 0.95}})
+    assert line and "0.95 cores" in line and "\n" not in line

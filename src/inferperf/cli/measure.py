@@ -130,6 +130,20 @@ def run_bench(
     return {"device": device_dict, "runs": runs}
 
 
+#: other processes' CPU use (in cores) above which a measurement is reported as taken on a busy machine
+BUSY_CORES = 0.3
+
+
+def busy_warning(run: dict[str, Any]) -> str | None:
+    """One line when other processes ran during the timed phase (their cache and memory traffic slows the
+    model even on another core), else None."""
+    load = (run.get("provenance") or {}).get("background_cpu")
+    if load is None or load <= BUSY_CORES:
+        return None
+    return (f"the machine was busy while timing ({load:.2f} cores used by other processes): the latency is "
+            "likely inflated; measure again on a quiet machine")
+
+
 def _public_run(r: dict[str, Any], samples: bool) -> dict[str, Any]:
     out = dict(r)
     if not samples:
@@ -163,6 +177,9 @@ def _print_runs(result: dict[str, Any]) -> None:
     if any(r.get("energy_source") == "estimate" for r in result["runs"]):
         console.print("* energy is an estimate (no RAPL/NVML counter readable here), not a measurement")
     for r in result["runs"]:
+        busy = busy_warning(r)
+        if busy:
+            console.print(f"[yellow]run {r.get('run_id')}: {busy}[/yellow]")
         if not r["valid"]:
             console.print(f"[red]run {r.get('run_id')}: {'; '.join(r['invalid_reasons']) or r.get('error')}[/red]")
         kernels = r.get("kernels")

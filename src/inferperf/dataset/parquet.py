@@ -490,13 +490,17 @@ def _sample_device(entry: Mapping[str, Any]) -> dict[str, Any]:
     return device
 
 
-def read_graphs(path: str | Path) -> dict[str, ModelGraph]:
-    """Every graph of the dataset by ``graph_key`` (rebuilt from the stored graph JSON)."""
+def read_graphs(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, ModelGraph]:
+    """The dataset's graphs by ``graph_key`` (rebuilt from the stored graph JSON); only ``keys`` if given
+    (parsing the JSON is most of a dataset's load time)."""
     table = _read_table(Path(path), GRAPHS_FILE, ["graph_key", "graph_json"])
+    wanted = set(keys) if keys is not None else None
     graphs: dict[str, ModelGraph] = {}
     for key, text in zip(
         table.column("graph_key").to_pylist(), table.column("graph_json").to_pylist(), strict=True
     ):
+        if wanted is not None and key not in wanted:
+            continue
         try:
             graphs[key] = ModelGraph.from_dict(json.loads(text))
         except (KeyError, TypeError, ValueError) as exc:
@@ -568,8 +572,12 @@ def read_dataset(
     with_kernels: bool = True,
     estimated_energy: bool = False,
     name: str | None = None,
+    per_family: int | None = None,
 ) -> GraphDataset:
     """Load an exported directory as a :class:`GraphDataset`: one Sample per run, graphs shared by key.
+
+    ``per_family`` keeps the runs of the first N graphs of each family (in run order) — a quick slice of a
+    large dataset, e.g. for tests.
 
     ``Sample.config`` is the run's configuration as measured, plus ``status`` and ``valid`` so an export
     made with ``--all`` can still be filtered. ``kernels``/``fusion_edges`` are None for runs that were not
@@ -577,18 +585,26 @@ def read_dataset(
     """
     directory = Path(path).expanduser()
     meta = read_meta(directory)
-    graphs = read_graphs(directory)
+    runs = _read_table(directory, RUNS_FILE).sort_by("run_id").to_pylist()
+    if valid_only:
+        runs = [row for row in runs if row["valid"]]
+    if per_family is not None:
+        chosen: dict[str, list[str]] = defaultdict(list)
+        for row in runs:
+            keys = chosen[row["family"]]
+            if row["graph_key"] not in keys and len(keys) < per_family:
+                keys.append(row["graph_key"])
+        keep = {k for keys in chosen.values() for k in keys}
+        runs = [row for row in runs if row["graph_key"] in keep]
+    graphs = read_graphs(directory, {row["graph_key"] for row in runs})
     devices = {
         dev_id: _sample_device({**entry, "id": dev_id}) for dev_id, entry in read_devices(directory).items()
     }
-    runs = _read_table(directory, RUNS_FILE).sort_by("run_id").to_pylist()
     include_kernels = with_kernels and bool(meta.get("with_kernels", True))
     kernels = _grouped(_read_table(directory, KERNELS_FILE), "ordinal") if include_kernels else {}
     fusion = _grouped(_read_table(directory, FUSION_FILE)) if include_kernels else {}
     samples: list[Sample] = []
     for row in runs:
-        if valid_only and not row["valid"]:
-            continue
         key = row["graph_key"]
         graph = graphs.get(key)
         if graph is None:
