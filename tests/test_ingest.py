@@ -194,3 +194,18 @@ def test_cli_graph_json(tmp_path):
     assert out["op_counts"] == {"Conv": 1, "Relu": 1}
     assert len(out["node_table"]) == 2
     assert (tmp_path / "n.csv").read_text().count("\n") == 3
+
+
+def test_torchlib_registry_is_built_once_and_copied_per_export():
+    pytest.importorskip("torch")
+    from torch.onnx._internal.exporter import _registration
+
+    from inferperf.ir.ingest import _cache_torchlib_registry
+
+    _cache_torchlib_registry()
+    a = _registration.ONNXRegistry.from_torchlib()
+    b = _registration.ONNXRegistry.from_torchlib()
+    assert a is not b and a.functions is not b.functions and a.functions.keys() == b.functions.keys()
+    key = next(iter(a.functions))
+    a.functions[key].clear()  # one export's edits never reach the next
+    assert b.functions[key] and _registration.ONNXRegistry.from_torchlib().functions[key]
