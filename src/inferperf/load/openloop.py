@@ -39,6 +39,11 @@ T = TypeVar("T")
 #: the first arrival is scheduled this far after the sender starts, so set-up cost never makes it late
 LEAD_NS = 20_000_000
 
+#: the HTTP sender sleeps on the event loop's timer until this long before a send, then polls the loop
+#: (answers are still read meanwhile) until the send time: uvloop's timers have 1 ms resolution, so
+#: sleeping all the way made 3-4% of sends more than 1 ms late at 1,000 req/s (benchmarks/load_generator.py)
+SPIN_NS = 2_000_000
+
 #: GIL switch interval during in-process runs. The default 5 ms lets a worker thread running Python code
 #: keep the GIL for up to 5 ms while the sender waits to send on time; 0.5 ms halved the late sends
 #: measured with an ONNX model behind a QueueSUT (benchmarks/load_generator.py).
@@ -244,10 +249,10 @@ async def _open_loop_http(client: Any, work: HttpWork, schedule: Schedule, rec: 
     for i in range(n):
         t = times[i]
         delay = t - now()
-        if delay > 0:
-            await asyncio.sleep(delay / 1e9)
-            while now() < t:  # timers may fire up to one tick early: never send before the schedule
-                await asyncio.sleep(0)
+        if delay > SPIN_NS:
+            await asyncio.sleep((delay - SPIN_NS) / 1e9)
+        while now() < t:  # poll the loop (answers keep flowing) until the send time, never before it
+            await asyncio.sleep(0)
         sent[i] = now()
         task = asyncio.create_task(_send_one(client, work, rec, i, i % work.sample_count))
         tasks.add(task)
