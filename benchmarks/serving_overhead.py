@@ -164,6 +164,9 @@ def main() -> None:
             "in_process_p50_ms": med("in_process_single", "p50_ms"),
             "http_p50_ms": med("http_single", "p50_ms"),
             "overhead_per_request_ms": overhead,
+            # the same thing measured inside each HTTP request (client latency minus the server's inference
+            # time), immune to the drift between runs that the difference of two medians carries
+            "overhead_from_stages_ms": stage_overhead(rows["http_single"]),
             "http_stages_mean_ms": rows["http_single"][-1]["stages_mean_ms"],
             "throughput_in_process_b1": med("in_process_b1", "qps_achieved"),
             "throughput_in_process_batched": med("in_process_batched", "qps_achieved"),
@@ -179,6 +182,13 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps(result["summary"], indent=2))
     print(f"wrote {out}")
+
+
+def stage_overhead(runs: list[dict[str, Any]]) -> float | None:
+    """Median over rounds of the mean non-inference stage time per request (transmission, queue, server)."""
+    values = [sum(v for k, v in (r.get("stages_mean_ms") or {}).items() if k != "inference" and v is not None)
+              for r in runs if r.get("stages_mean_ms")]
+    return float(np.median(values)) if values else None
 
 
 if __name__ == "__main__":
