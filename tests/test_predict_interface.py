@@ -25,6 +25,7 @@ from inferperf.predict.synthetic import synthetic_dataset
 
 TINY = {
     "lr-flops": {},
+    "additive": {},
     "lgbm": {"n_estimators": 60},
     "mlp-flat": {"epochs": 3, "depth_grid": (1,), "threads": 1, "max_nodes": 32},
     "gnn-sage": {"epochs": 3, "threads": 1, "hidden": 16, "fc": (16, 16)},

@@ -413,7 +413,7 @@ _NOMINAL_BYTES_PER_US = 20e3  # 20 GB/s
 _TINY_NUMEL = 4096
 
 
-def _mac_kind(node: Any, category: str) -> str | None:
+def mac_kind(node: Any, category: str) -> str | None:
     if category == "recurrent":
         return "recurrent"
     if category == "matmul":
@@ -436,7 +436,7 @@ def _cost_breakdown(graph: ModelGraph) -> dict[str, float]:
     roofline_us = 0.0
     for n in graph.nodes:
         cat = op_category(n.qualified_type)
-        kind = _mac_kind(n, cat)
+        kind = mac_kind(n, cat)
         if kind is not None:
             macs[kind] += n.macs
         nbytes = n.bytes_read + n.bytes_written

@@ -150,6 +150,13 @@ for _conv, _desc in (
         conv=_conv,
     )
 _builtin(
+    "additive",
+    "inferperf.predict.additive",
+    "AdditivePredictor",
+    "non-negative additive cost model: per-op-category overheads + MACs per conv/matmul kind + bytes per "
+    "category, priced by NNLS on relative error per device and thread count",
+)
+_builtin(
     "fusion-kernel",
     "inferperf.predict.fusion.predictor",
     "FusionKernelPredictor",

@@ -1,0 +1,59 @@
+"""The additive cost model: prices are non-negative, recovered from data that is additive, and compose to
+architectures never seen in training (the reason the model exists)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inferperf.dataset import GraphDataset
+from inferperf.predict import get_predictor
+from inferperf.predict.additive import LATENCY_COLUMNS, fit_prices, latency_row
+from inferperf.predict.synthetic import synthetic_dataset
+
+
+def test_fit_prices_recovers_non_negative_prices():
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(0, 5, size=(60, 4))
+    rows[:, 0] = 1.0
+    truth = np.array([0.02, 0.5, 0.0, 1.5])
+    prices = fit_prices(rows, rows @ truth)
+    assert np.all(prices >= 0)
+    assert prices == pytest.approx(truth, abs=1e-6)
+
+
+def _priced(ds: GraphDataset, prices: np.ndarray) -> GraphDataset:
+    out = []
+    for s in ds:
+        labels = dict(s.labels)
+        labels["latency_ms"] = float(latency_row(s.graph) @ prices)
+        out.append(type(s)(**{**s.__dict__, "labels": labels}))
+    return GraphDataset(out, name="priced")
+
+
+def test_unseen_families_cost_the_sum_of_known_prices():
+    ds = synthetic_dataset(per_family=6, batches=(1,), seed=3)
+    rng = np.random.default_rng(1)
+    prices = rng.uniform(0.0, 0.01, size=len(LATENCY_COLUMNS))
+    prices[0] = 0.005  # the per-call overhead
+    ds = _priced(ds, prices)
+    families = sorted({s.family for s in ds})
+    held_out = families[0]
+    train = GraphDataset([s for s in ds if s.family != held_out], name="train")
+    test = [s for s in ds if s.family == held_out]
+    model = get_predictor("additive", dev_fraction=0.0).fit(train)
+    pred = model.predict([s.graph for s in test], [s.config for s in test], test[0].device)
+    for p, s in zip(pred, test, strict=True):
+        assert p.latency_ms == pytest.approx(s.label("latency_ms"), rel=0.05)
+
+
+def test_prices_are_kept_per_thread_count_and_fall_back_to_the_nearest():
+    ds = synthetic_dataset(per_family=6, batches=(1,), threads=(1, 4), seed=4)
+    model = get_predictor("additive", dev_fraction=0.0).fit(ds)
+    device = ds[0].device
+    keys = set(model.prices_["latency_ms"])
+    assert {k.split("|")[1] for k in keys} == {"1", "4"}
+    g = ds[0].graph
+    three = model.predict([g], [{**ds[0].config, "intra_op_threads": 3}], device)[0].latency_ms
+    four = model.predict([g], [{**ds[0].config, "intra_op_threads": 4}], device)[0].latency_ms
+    assert three == pytest.approx(four)  # 3 threads were never measured: the nearest count's prices
