@@ -160,3 +160,15 @@ def test_rules_miss_the_undocumented_swish_fusion() -> None:
              if (g.nodes[e.src].op_type, g.nodes[e.dst].op_type) == ("Sigmoid", "Mul")]
     assert swish and all(labels.edge_fused[j] == 1.0 for j in swish)
     assert not any(part.edge_fused[j] for j in swish)
+
+
+def test_the_rules_verdict_is_an_edge_feature_of_the_learned_classifier():
+    from inferperf.predict.fusion.data import EDGE_FEATURE_NAMES, edge_features
+
+    graph = build_graph(toy_model("toy_cnn", 1)[0])
+    col = EDGE_FEATURE_NAMES.index("rule_fused")
+    rules = RuleFusion().partition(graph).edge_fused
+    assert rules.any(), "the toy CNN has edges the rules fuse (conv → relu)"
+    np.testing.assert_array_equal(edge_features(graph)[:, col], rules.astype(np.float32))
+    # with optimisation off nothing fuses, and the feature says so
+    assert not edge_features(graph, {"opt_level": "disable"})[:, col].any()

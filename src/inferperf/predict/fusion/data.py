@@ -302,19 +302,25 @@ def structural_node_features(graph: ModelGraph) -> np.ndarray:
 
 
 EDGE_FEATURE_NAMES: tuple[str, ...] = ("log_tensor_bytes", "src_single_consumer", "shares_producer",
-                                       "dst_log_in_degree")
+                                       "dst_log_in_degree", "rule_fused")
 
 
-def edge_features(graph: ModelGraph) -> np.ndarray:
+def edge_features(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:
     """[E, len(EDGE_FEATURE_NAMES)] float32 per-edge facts for the classifier's final layer.
 
     ``shares_producer`` marks a triangle (the consumer also reads a tensor the producer reads: x·σ(x),
-    x·Φ(x), residual branches) — a pattern one attention layer sees only half of.
+    x·Φ(x), residual branches) — a pattern one attention layer sees only half of. ``rule_fused`` is the
+    hand-written rules' verdict (:class:`~inferperf.predict.fusion.rules.RuleFusion`) for this
+    configuration: the classifier learns where the rules hold and corrects them where they do not, instead
+    of rediscovering every common pattern from scratch.
     """
     m = len(graph.edges)
     out = np.zeros((m, len(EDGE_FEATURE_NAMES)), dtype=np.float32)
     if m == 0:
         return out
+    from inferperf.predict.fusion.rules import RuleFusion
+
+    out[:, 4] = RuleFusion().partition(graph, config).edge_fused.astype(np.float32)
     consumers: dict[int, set[int]] = {}
     preds: dict[int, set[int]] = {}
     indeg = np.zeros(len(graph.nodes))

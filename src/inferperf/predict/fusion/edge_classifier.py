@@ -177,7 +177,7 @@ class EdgeClassifier:
         import torch
 
         x = self.scaler_.transform(node_inputs(graph, config, device))
-        ea = (edge_features(graph) - self.edge_mean_) / self.edge_scale_
+        ea = (edge_features(graph, config) - self.edge_mean_) / self.edge_scale_
         return _Encoded(
             torch.from_numpy(x), torch.from_numpy(edge_index(graph)), torch.from_numpy(ea.astype(np.float32)),
             None if y_edge is None else torch.from_numpy(np.nan_to_num(y_edge, nan=-1).astype(np.int64)),
@@ -213,7 +213,7 @@ class EdgeClassifier:
         rng = np.random.default_rng(self.seed)
         raw = [node_inputs(ex.graph, ex.config, ex.device) for ex in train]
         self.scaler_ = _ColumnScaler().fit(raw)
-        ea_all = np.concatenate([edge_features(ex.graph) for ex in train])
+        ea_all = np.concatenate([edge_features(ex.graph, ex.config) for ex in train])
         self.edge_mean_ = ea_all.mean(axis=0).astype(np.float32) if len(ea_all) else np.zeros(ea_all.shape[1])
         self.edge_scale_ = np.maximum(ea_all.std(axis=0) if len(ea_all) else 1.0, 0.1).astype(np.float32)
         encs = [self._encode(ex.graph, ex.config, ex.device, ex.edge_fused, ex.executed) for ex in train]
