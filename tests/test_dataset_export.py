@@ -502,3 +502,14 @@ def test_an_rss_memory_figure_is_not_a_training_label():
     row = {"latency_p50_ms": 2.0, "memory_mb": 0.0, "memory_method": "rss-vmhwm"}
     assert "memory_mb" not in sample_labels(row) and sample_labels(row)["latency_ms"] == 2.0
     assert sample_labels({**row, "memory_mb": 12.5, "memory_method": "heap"})["memory_mb"] == 12.5
+
+
+def test_an_unstable_run_is_trusted_only_when_its_median_is_precise():
+    from inferperf.dataset.parquet import trusted_label
+
+    base = {"status": "unstable", "valid": False, "latency_p50_ms": 10.0, "n_samples": 200}
+    assert trusted_label({**base, "ci95_lo_ms": 9.9, "ci95_hi_ms": 10.15})
+    assert not trusted_label({**base, "ci95_lo_ms": 9.5, "ci95_hi_ms": 10.1})  # 5% below
+    assert not trusted_label({**base, "ci95_lo_ms": 9.9, "ci95_hi_ms": 10.1, "n_samples": 12})
+    assert not trusted_label({**base, "status": "failed", "ci95_lo_ms": 9.99, "ci95_hi_ms": 10.01})
+    assert trusted_label({"status": "ok", "valid": True})

@@ -37,9 +37,16 @@ def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(json_clean(obj), indent=2, default=str))
 
 
+def is_trusted(sample: Any) -> bool:
+    """``trusted`` where the dataset says it (Parquet), else ``valid`` (JSON datasets, databases)."""
+    cfg = sample.config
+    return bool(cfg["trusted"]) if "trusted" in cfg else cfg.get("valid", True) is not False
+
+
 def _load(dataset: str | None, db: str | None) -> GraphDataset:
-    """The training data, without runs their measurement flagged invalid (an export with ``--all`` keeps
-    them, marked ``valid: false`` in the config): their labels are not trustworthy."""
+    """The training data, without runs whose labels are not trustworthy (an export with ``--all`` keeps
+    them): failed runs, and unstable runs whose median is imprecise
+    (:func:`inferperf.dataset.parquet.trusted_label`)."""
     from inferperf.dataset.core import DatasetError, load_dataset
 
     if dataset and db:
@@ -52,7 +59,7 @@ def _load(dataset: str | None, db: str | None) -> GraphDataset:
         data = load_dataset(resolve_db_url(db))
     else:
         data = load_dataset(dataset)
-    data = data.filter(lambda s: s.config.get("valid", True) is not False)
+    data = data.filter(is_trusted)
     if len(data) == 0:
         raise DatasetError("the dataset holds no valid measurement to learn from")
     return data
