@@ -60,7 +60,6 @@ def run_bench(
     on_result: Any = None,
 ) -> dict[str, Any]:
     """Measure every (batch, threads) configuration of one model and store each run; the ``bench`` job."""
-    from inferperf.dataset.export import save_graph_cache
     from inferperf.device import describe_device
     from inferperf.ir.architectures import is_architecture_name
     from inferperf.ir.build import build_graph
@@ -69,7 +68,7 @@ def run_bench(
     from inferperf.measure.isolation import measure_model
     from inferperf.measure.protocol import library_versions
     from inferperf.store import PerfDB
-    from inferperf.store.paths import put_model_file
+    from inferperf.store.register import store_measured_model
 
     protocol = ProtocolConfig(mode=protocol_mode, max_time_s=max_time_s,
                               min_time_s=min(ProtocolConfig.min_time_s, max_time_s)).validate()
@@ -96,13 +95,10 @@ def run_bench(
                 loaded = load_model(model, batch_size=cfg.batch_size, seq_len=seq_len, image_size=image_size,
                                     input_shapes=input_shapes, overrides=overrides)
                 graph = build_graph(loaded.model, loaded.name, loaded.metadata)
-                content_hash = put_model_file(loaded.path)
-                save_graph_cache(content_hash, graph)  # the dataset export need not rebuild it
-                summary = {k: v for k, v in graph.summary().items() if k not in ("inputs", "outputs")}
-                loaded.metadata["model_id"] = perfdb.add_model(
-                    loaded.name, content_hash, family=family or loaded.metadata.get("family"),
+                loaded.metadata["model_id"], _ = store_measured_model(
+                    perfdb, loaded.path, graph, loaded.name, family=family or loaded.metadata.get("family"),
                     framework=loaded.metadata.get("framework"), source=loaded.metadata.get("source"),
-                    input_spec=loaded.input_spec, graph_summary=summary, file_path=loaded.path,
+                    input_spec=loaded.input_spec,
                 )
                 loaded_by_batch[cfg.batch_size] = loaded
             target: Any = loaded.path

@@ -265,21 +265,18 @@ def _recorded_keys(db: Any, device_id: str, statuses: Iterable[str] | None) -> s
 
 
 def _store_model(db: Any, entry: Any, info: dict[str, Any]) -> int:
-    from inferperf.dataset.export import save_graph_cache
     from inferperf.ir.graph import ModelGraph
-    from inferperf.store.paths import model_file_path, put_model_file
+    from inferperf.store.register import store_measured_model
 
-    content_hash = put_model_file(info["path"])
     # the graph cache outlives the weights (dropped after measuring): the dataset export reads it
     graph = ModelGraph.from_dict(json.loads(Path(info["graph_path"]).read_text()))
-    save_graph_cache(content_hash, graph)
     meta = info["metadata"]
-    return db.add_model(
-        entry.key, content_hash, family=entry.family, framework=meta.get("framework") or "pytorch",
+    model_id, _ = store_measured_model(
+        db, info["path"], graph, entry.key, family=entry.family, framework=meta.get("framework") or "pytorch",
         source=f"zoo:{entry.zoo}", tags=[entry.zoo, entry.family, f"batch{entry.batch_size}"],
-        input_spec=info["input_spec"], graph_summary={**info["graph_summary"], "zoo_params": entry.params},
-        file_path=str(model_file_path(content_hash)),
+        input_spec=info["input_spec"], extra_summary={"zoo_params": entry.params},
     )
+    return model_id
 
 
 def _drop_weights(info: dict[str, Any]) -> None:
