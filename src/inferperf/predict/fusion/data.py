@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from inferperf.dataset.core import DatasetError, GraphDataset, Sample
+from inferperf.dataset.parquet import trusted_label
 from inferperf.errors import InferperfError
 from inferperf.ir.graph import ModelGraph
 
@@ -515,6 +516,7 @@ def load_perfdb(
             config = dict(run.get("config") or {})
             config["status"] = run.get("status")
             config["valid"] = bool(run.get("valid"))
+            config["trusted"] = trusted_label(row)
             samples.append(
                 Sample(
                     graph=graph,
