@@ -137,3 +137,24 @@ def test_a_disturbed_measurement_is_taken_again(monkeypatch):
     piped = CollectOptions(max_background=0.3, pipeline=True)
     record = _measure_quietly(_FakeMeasurer([0.9]), {}, None, None, piped, report, None)
     assert waits == [] and record["provenance"]["background_attempts"] == [0.9] and report.disturbed == 0
+
+
+def test_graphs_whose_runs_were_all_disturbed_are_found_for_a_retry(home):
+    from inferperf.jobs.collect import disturbed_keys
+    from inferperf.measure.config import ProtocolConfig, RunConfig
+    from inferperf.measure.result import Measurement
+
+    cfg, proto = RunConfig().validate(), ProtocolConfig().validate()
+    with PerfDB.open(None) as db:
+        dev = db.upsert_device({"id": "dev1", "name": "d", "kind": "cpu"})
+        model = db.add_model("m", "0" * 64)
+        for key, loads in (("quiet", [0.0]), ("busy", [0.9, 0.8, 0.7]), ("busy-then-quiet", [0.9, 0.1]),
+                           ("old", None)):
+            rec = Measurement.failure(cfg, proto, "failed", "x").to_dict()
+            rec["status"] = "ok"
+            rec["provenance"] = {"background_attempts": loads} if loads else {}
+            db.add_run(rec, model, dev, None, config_key=key)
+        rec = Measurement.failure(cfg, proto, "failed", "x").to_dict()
+        rec["provenance"] = {"background_attempts": [0.05]}
+        db.add_run(rec, model, dev, None, config_key="busy-then-quiet")  # re-measured later, quietly
+        assert disturbed_keys(db, dev, 0.3) == {"busy"}

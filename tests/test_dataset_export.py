@@ -513,3 +513,10 @@ def test_an_unstable_run_is_trusted_only_when_its_median_is_precise():
     assert not trusted_label({**base, "ci95_lo_ms": 9.9, "ci95_hi_ms": 10.1, "n_samples": 12})
     assert not trusted_label({**base, "status": "failed", "ci95_lo_ms": 9.99, "ci95_hi_ms": 10.01})
     assert trusted_label({"status": "ok", "valid": True})
+
+
+def test_a_run_timed_on_a_busy_machine_is_not_trusted():
+    from inferperf.dataset.parquet import trusted_label
+
+    assert trusted_label({"status": "ok", "valid": True, "background_cpu": 0.05})
+    assert not trusted_label({"status": "ok", "valid": True, "background_cpu": 0.9})

@@ -61,6 +61,8 @@ def collect(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip configurations already recorded."),
     retry_failed: bool = typer.Option(False, help="On resume, measure recorded failures again."),
     retry_unstable: bool = typer.Option(False, help="On resume, measure runs flagged unstable again (appends)."),
+    retry_disturbed: bool = typer.Option(False, help="On resume, measure again graphs whose runs were all timed "
+                                                     "on a busy machine (appends)."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="Per-kernel profile + fusion labels."),
     graph_budget: float = typer.Option(180.0, help="Seconds allowed per graph for export and for measuring."),
     max_time: float = typer.Option(5.0, help="Timing cap per configuration (seconds)."),
@@ -96,7 +98,8 @@ def collect(
         zoo=zoo, limit=limit, per_family=per_family, families=family or None,
         batch_sizes=tuple(parse_int_list(batch, "batch")), threads=tuple(parse_int_list(threads, "threads")),
         seed=seed, profile=profile, graph_budget_s=graph_budget, max_time_s=max_time, pipeline=pipeline,
-        retry_failed=retry_failed, retry_unstable=retry_unstable, keep_files=keep_files, db=db,
+        retry_failed=retry_failed, retry_unstable=retry_unstable, retry_disturbed=retry_disturbed,
+        keep_files=keep_files, db=db,
         max_background=max_background if max_background >= 0 else None,
     )
     console = Console(stderr=True)

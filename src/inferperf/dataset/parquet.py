@@ -545,6 +545,8 @@ def _grouped(table: pa.Table, order: str | None = None) -> dict[int, list[dict[s
 #: over at least TRUSTED_MIN_SAMPLES samples
 TRUSTED_CI_REL = 0.02
 TRUSTED_MIN_SAMPLES = 30
+#: other processes' CPU use (cores) during the timed phase above which no run is trusted
+TRUSTED_MAX_BACKGROUND = 0.3
 
 
 def trusted_label(row: Mapping[str, Any]) -> bool:
@@ -553,8 +555,12 @@ def trusted_label(row: Mapping[str, Any]) -> bool:
     A valid run, yes. An ``unstable`` run (a timing block stayed noisier than the protocol allows: on this
     VM, 23% of zoo graphs, mostly scattered +10–50% outliers) still estimates its median precisely when the
     distribution-free 95% CI of the median is within ±2% over ≥ 30 samples — dropping those would discard a
-    quarter of a collection and bias the data against models with jittery timing. Failed runs, never.
+    quarter of a collection and bias the data against models with jittery timing. Failed runs, never; nor a
+    run timed while other processes used more than 0.3 cores (``background_cpu``).
     """
+    background = row.get("background_cpu")
+    if background is not None and background > TRUSTED_MAX_BACKGROUND:
+        return False  # timed while other processes ran: inflated, whatever its spread
     if row.get("valid"):
         return True
     if row.get("status") != "unstable":

@@ -42,6 +42,9 @@ class CollectOptions:
     pipeline: bool = False
     retry_failed: bool = False
     retry_unstable: bool = False
+    #: on resume, measure again the graphs whose every recorded run was disturbed by other processes
+    #: (background load above ``max_background`` even after the re-measurements)
+    retry_disturbed: bool = False
     keep_files: bool = False
     db: str | None = None
     #: wait until other processes use at most this many cores before measuring, and measure again (up to
@@ -125,6 +128,8 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
         device_id = db.upsert_device(device_dict)
         env_id = db.upsert_environment({"libraries": library_versions()})
         done = _recorded_keys(db, device_id, _done_statuses(options))
+        if options.retry_disturbed and options.max_background is not None:
+            done -= disturbed_keys(db, device_id, options.max_background)
         entries = list(iter_zoo(options.zoo, limit=options.limit, batch_sizes=options.batch_sizes,
                                 seed=options.seed, families=options.families, per_family=options.per_family))
         report.planned = len(entries)
@@ -262,6 +267,24 @@ def _recorded_keys(db: Any, device_id: str, statuses: Iterable[str] | None) -> s
         stmt = stmt.where(Run.status.in_(list(statuses)))
     with db.engine.connect() as conn:
         return {row[0] for row in conn.execute(stmt)}
+
+
+def disturbed_keys(db: Any, device_id: str, max_cores: float) -> set[str]:
+    """Configuration keys whose every recorded run was timed while other processes used > ``max_cores``."""
+    from sqlalchemy import select
+
+    from inferperf.store.schema import Run
+
+    good: set[str] = set()
+    bad: set[str] = set()
+    stmt = select(Run.config_key, Run.provenance).where(Run.device_id == device_id)
+    with db.engine.connect() as conn:
+        for key, prov in conn.execute(stmt):
+            prov = prov or {}
+            attempts = prov.get("background_attempts") or [prov.get("background_cpu")]
+            last = attempts[-1] if attempts else None
+            (bad if last is not None and last > max_cores else good).add(key)
+    return bad - good
 
 
 def _store_model(db: Any, entry: Any, info: dict[str, Any]) -> int:
