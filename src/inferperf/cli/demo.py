@@ -34,7 +34,6 @@ def demo(
     from rich.console import Console
 
     from inferperf.cli.graph import graph as graph_command
-    from inferperf.cli.predict import is_trusted
     from inferperf.errors import InferperfError
 
     os.environ.setdefault("TMPDIR", "/tmp")
@@ -55,7 +54,7 @@ def demo(
                              "`inferperf dataset export --out data/reference` first")
     data = load_dataset(str(dataset))
     # only runs that met the stopping rule (unstable ones are stored, flagged, and left out here)
-    train = data.filter(is_trusted, exclude_families=[family],
+    train = data.filter(lambda s: s.trusted, exclude_families=[family],
                         target="latency_ms")
     console.rule(f"[bold]2. train {predictor} on {len(train)} runs, family '{family}' held out")
     console.print(f"families in training: {', '.join(sorted(train.families()))}")

@@ -37,12 +37,6 @@ def _echo_json(obj: Any) -> None:
     typer.echo(json.dumps(json_clean(obj), indent=2, default=str))
 
 
-def is_trusted(sample: Any) -> bool:
-    """``trusted`` where the dataset says it (Parquet), else ``valid`` (JSON datasets, databases)."""
-    cfg = sample.config
-    return bool(cfg["trusted"]) if "trusted" in cfg else cfg.get("valid", True) is not False
-
-
 def _load(dataset: str | None, db: str | None) -> GraphDataset:
     """The training data, without runs whose labels are not trustworthy (an export with ``--all`` keeps
     them): failed runs, and unstable runs whose median is imprecise
@@ -59,7 +53,7 @@ def _load(dataset: str | None, db: str | None) -> GraphDataset:
         data = load_dataset(resolve_db_url(db))
     else:
         data = load_dataset(dataset)
-    data = data.filter(is_trusted)
+    data = data.filter(lambda s: s.trusted)
     if len(data) == 0:
         raise DatasetError("the dataset holds no valid measurement to learn from")
     return data

@@ -99,6 +99,13 @@ class Sample:
     def device_id(self) -> str:
         return str(self.device["id"])
 
+    @property
+    def trusted(self) -> bool:
+        """Whether this run's labels can be learned from: the dataset's ``trusted`` verdict where it gives one
+        (Parquet exports: :func:`inferperf.dataset.parquet.trusted_label`), else the protocol's ``valid``."""
+        cfg = self.config
+        return bool(cfg["trusted"]) if "trusted" in cfg else cfg.get("valid", True) is not False
+
     def label(self, target: str) -> float | None:
         """The label as a float, or None when missing / not a positive finite number."""
         v = self.labels.get(target)

@@ -184,7 +184,7 @@ def _family_reports(dataset: GraphDataset, pred: np.ndarray) -> dict[str, Any]:
     truth = np.array([s.label("latency_ms") or np.nan for s in dataset], dtype=np.float64)
     # the e2e figure on runs whose label is trustworthy (valid, or unstable with a precise median): the
     # key stays "valid" so earlier reports compare
-    valid = np.array([bool(s.config.get("trusted", s.config.get("valid", True))) for s in dataset])
+    valid = np.array([s.trusted for s in dataset])
     out = {}
     for fam in sorted(set(fams.tolist())):
         rows = fams == fam
