@@ -173,11 +173,13 @@ class EdgeClassifier:
 
     # ---- encoding ------------------------------------------------------------------------------------
     def _encode(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any],
-                y_edge: np.ndarray | None = None, y_node: np.ndarray | None = None) -> _Encoded:
+                y_edge: np.ndarray | None = None, y_node: np.ndarray | None = None,
+                raw: np.ndarray | None = None, edges: np.ndarray | None = None) -> _Encoded:
+        """``raw`` / ``edges``: the node inputs and edge features when the caller already computed them."""
         import torch
 
-        x = self.scaler_.transform(node_inputs(graph, config, device))
-        ea = (edge_features(graph, config) - self.edge_mean_) / self.edge_scale_
+        x = self.scaler_.transform(node_inputs(graph, config, device) if raw is None else raw)
+        ea = ((edge_features(graph, config) if edges is None else edges) - self.edge_mean_) / self.edge_scale_
         return _Encoded(
             torch.from_numpy(x), torch.from_numpy(edge_index(graph)), torch.from_numpy(ea.astype(np.float32)),
             None if y_edge is None else torch.from_numpy(np.nan_to_num(y_edge, nan=-1).astype(np.int64)),
@@ -213,10 +215,12 @@ class EdgeClassifier:
         rng = np.random.default_rng(self.seed)
         raw = [node_inputs(ex.graph, ex.config, ex.device) for ex in train]
         self.scaler_ = _ColumnScaler().fit(raw)
-        ea_all = np.concatenate([edge_features(ex.graph, ex.config) for ex in train])
+        edges = [edge_features(ex.graph, ex.config) for ex in train]  # runs the fusion rules: once per graph
+        ea_all = np.concatenate(edges)
         self.edge_mean_ = ea_all.mean(axis=0).astype(np.float32) if len(ea_all) else np.zeros(ea_all.shape[1])
         self.edge_scale_ = np.maximum(ea_all.std(axis=0) if len(ea_all) else 1.0, 0.1).astype(np.float32)
-        encs = [self._encode(ex.graph, ex.config, ex.device, ex.edge_fused, ex.executed) for ex in train]
+        encs = [self._encode(ex.graph, ex.config, ex.device, ex.edge_fused, ex.executed, raw=r, edges=e)
+                for ex, r, e in zip(train, raw, edges, strict=True)]
         dev_encs = [self._encode(ex.graph, ex.config, ex.device, ex.edge_fused, ex.executed) for ex in dev or ()]
         self.model_ = build_gat_lstm(len(self.scaler_.cols), self.hidden, self.lstm_hidden, self.directions,
                                      self.gat_layers)
