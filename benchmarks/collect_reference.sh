@@ -3,7 +3,7 @@
 #
 #   INFERPERF_HOME=/path/to/refhome bash benchmarks/collect_reference.sh
 #
-# Runs in chunks of growing per-family counts (the zoo iterates round-robin over families, so an interrupted
+# Runs in steps of growing per-family counts (the zoo iterates round-robin over families, so an interrupted
 # chunk leaves every family about equally far); each chunk resumes: graphs already measured are skipped,
 # failures are re-tried. The collector is pinned to core 0 and measures at 1 intra-op thread; it waits for
 # a quiet machine and re-measures a graph when another process used > 0.3 cores during its timed phase, so
@@ -17,10 +17,13 @@ set -euo pipefail
 REPORTS=${REPORTS:-collect-reports}
 INFERPERF=${INFERPERF:-.venv/bin/inferperf}
 mkdir -p "$REPORTS"
-for pf in ${CHUNKS:-40 60 80 100}; do
-  taskset -c 0 "$INFERPERF" collect --zoo all --per-family "$pf" --batch 1 --retry-failed --json \
-    > "$REPORTS/chunk$pf.json" 2> "$REPORTS/chunk$pf.err"
-  echo "chunk $pf done $(date -u +%FT%TZ)" >> "$REPORTS/chunks.log"
+# PLAN: "zoo:per-family" steps, in order. Synthetic families are fast (~2 s a graph), real ones ~4-8 s, so the
+# synthetic ones go first; each step resumes the ones before it.
+for step in ${PLAN:-all:40 random:175 canonical:150 real:50 real:65 real:75}; do
+  zoo=${step%%:*}; pf=${step##*:}
+  taskset -c 0 "$INFERPERF" collect --zoo "$zoo" --per-family "$pf" --batch 1 --retry-failed --json \
+    > "$REPORTS/$zoo$pf.json" 2> "$REPORTS/$zoo$pf.err"
+  echo "step $zoo:$pf done $(date -u +%FT%TZ)" >> "$REPORTS/chunks.log"
 done
 # batch sizes beyond 1 for a part of the graphs (each batch size is its own graph)
 taskset -c 0 "$INFERPERF" collect --zoo all --per-family "${BATCH4_PER_FAMILY:-10}" --batch 4 --retry-failed --json \
