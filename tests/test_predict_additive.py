@@ -41,10 +41,24 @@ def test_unseen_families_cost_the_sum_of_known_prices():
     held_out = families[0]
     train = GraphDataset([s for s in ds if s.family != held_out], name="train")
     test = [s for s in ds if s.family == held_out]
-    model = get_predictor("additive", dev_fraction=0.0).fit(train)
+    # exactly additive data: no shrinkage needed (the penalty would bias the exact solution)
+    model = get_predictor("additive", dev_fraction=0.0, surcharge_penalty=0.0).fit(train)
     pred = model.predict([s.graph for s in test], [s.config for s in test], test[0].device)
     for p, s in zip(pred, test, strict=True):
         assert p.latency_ms == pytest.approx(s.label("latency_ms"), rel=0.05)
+
+
+def test_surcharge_penalty_prices_a_kind_unseen_in_training():
+    # columns: call, all MACs, conv MACs, recurrent MACs (all = conv + recurrent); training has no recurrent
+    # work, so its surcharge is unidentified: the penalty moves the price into the shared column
+    rng = np.random.default_rng(0)
+    conv = rng.uniform(1, 10, size=40)
+    rows = np.column_stack([np.ones(40), conv, conv, np.zeros(40)])
+    labels = 0.01 + 0.3 * conv
+    shrunk = fit_prices(rows, labels, penalised=(2, 3), penalty=1.0)
+    unseen = np.array([0.0, 5.0, 0.0, 5.0]) @ shrunk  # 5 MMACs of the unseen kind
+    assert unseen > 0.5 * 0.3 * 5
+    assert np.mean(np.abs(rows @ shrunk - labels) / labels) < 0.05  # and the training data still fits
 
 
 def test_prices_are_kept_per_thread_count_and_fall_back_to_the_nearest():

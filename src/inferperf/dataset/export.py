@@ -42,6 +42,7 @@ from inferperf.dataset.parquet import (
     summarize_runs,
 )
 from inferperf.errors import InferperfError
+from inferperf.ir.build import BUILD_VERSION, upgrade_graph
 from inferperf.ir.graph import ModelGraph
 from inferperf.store.paths import file_sha256, model_file_path
 
@@ -96,7 +97,8 @@ def save_graph_cache(
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=GRAPH_CACHE_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"inferperf_version": __version__, "graph": graph.to_dict()}, fh, default=str)
+            json.dump({"inferperf_version": __version__, "build_version": BUILD_VERSION, "graph": graph.to_dict()},
+                      fh, default=str)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -108,13 +110,14 @@ def load_graph_cache(
     content_hash: str, batch_size: int | None = None, home: Path | None = None
 ) -> ModelGraph | None:
     """The cached graph, or None when absent, unreadable, or written by another inferperf version (the cost
-    formulas may have changed, so a stale graph is rebuilt rather than trusted)."""
+    formulas may have changed, so a stale graph is rebuilt rather than trusted). A graph of an older builder
+    is upgraded (:func:`~inferperf.ir.build.upgrade_graph`): zoo graphs outlive their weights."""
     path = graph_cache_path(content_hash, batch_size, home)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc.get("inferperf_version") != __version__:
             return None
-        return ModelGraph.from_dict(doc["graph"])
+        return upgrade_graph(ModelGraph.from_dict(doc["graph"]), doc.get("build_version"))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

@@ -12,12 +12,16 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from inferperf.ir.flops import infer_output_shapes, node_cost
+from inferperf.ir.fold import fold_weight_subgraphs
 from inferperf.ir.graph import Edge, ModelGraph, Node, TensorInfo
 
 if TYPE_CHECKING:
     import onnx
 
 _FLOAT_TYPES = {"float32", "float16", "bfloat16", "float64"}
+#: bumped whenever a rebuilt graph would differ; a cached graph of an older build is upgraded on load
+#: (:func:`upgrade_graph`): 2 = tensors computed from weights alone are weights (:mod:`inferperf.ir.fold`)
+BUILD_VERSION = 2
 
 
 def build_graph(
@@ -150,7 +154,8 @@ def build_graph(
         warnings=warnings,
         metadata=dict(metadata or {}),
     )
-    graph.peak_activation_bytes = _peak_activation_bytes(graph, constant_outputs)
+    fold_weight_subgraphs(graph)
+    graph.peak_activation_bytes = peak_activation_bytes(graph)
     graph.metadata.setdefault("build_seconds", round(time.perf_counter() - t0, 4))
     return graph
 
@@ -177,13 +182,22 @@ def _topological_order(g: Any) -> list[Any]:
     return ordered
 
 
-def _peak_activation_bytes(graph: ModelGraph, constants: set[str]) -> int:
-    """Peak bytes of simultaneously live activations when nodes run in topological order."""
+def upgrade_graph(graph: ModelGraph, build_version: int | None) -> ModelGraph:
+    """Bring a graph built by an older builder (``build_version``; None = before versions) up to
+    :data:`BUILD_VERSION`, in place — the zoo drops weights after measuring, so its graphs cannot be rebuilt."""
+    if (build_version or 1) < 2:
+        fold_weight_subgraphs(graph)
+    return graph
+
+
+def peak_activation_bytes(graph: ModelGraph) -> int:
+    """Peak bytes of simultaneously live activations when nodes run in topological order (weights, constants
+    and folded weights are not activations)."""
     last_use: dict[str, int] = {}
     size: dict[str, int] = {}
     for n in graph.nodes:
         for t in n.inputs:
-            if t.name and not t.is_weight and t.name not in constants:
+            if t.name and not t.is_weight:
                 last_use[t.name] = n.index
                 size[t.name] = t.nbytes
     outputs = {t.name for t in graph.outputs}
@@ -198,7 +212,7 @@ def _peak_activation_bytes(graph: ModelGraph, constants: set[str]) -> int:
         last_use.setdefault(t.name, 0)
     for n in graph.nodes:
         for t in n.outputs:
-            if t.name and t.name not in constants and (t.name in last_use or t.name in outputs):
+            if t.name and not t.is_weight and (t.name in last_use or t.name in outputs):
                 live += t.nbytes
                 size[t.name] = t.nbytes
         peak = max(peak, live)

@@ -33,7 +33,8 @@ from inferperf.ir.graph import ModelGraph, Node
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-ENCODING_VERSION = 2  # 2: static cost breakdown (MACs per conv/matmul kind, bytes per memory-bound category)
+ENCODING_VERSION = 3  # 2: static cost breakdown (MACs per conv/matmul kind, bytes per memory-bound category);
+# 3: weights folded from weights (transposed shared weights) are weights, their producers cost nothing
 
 
 class EncodingMismatchError(InferperfError):
@@ -417,7 +418,8 @@ def mac_kind(node: Any, category: str) -> str | None:
     if category == "recurrent":
         return "recurrent"
     if category == "matmul":
-        return "matmul_weights" if node.weight_bytes > 0 else "matmul_activations"
+        # the operand, not the node's weight bytes: a weight shared by several MatMuls is counted once
+        return "matmul_weights" if any(t.is_weight for t in node.inputs[:2]) else "matmul_activations"
     if category != "conv":
         return None
     group = int(node.attributes.get("group", 1) or 1)
@@ -435,6 +437,8 @@ def _cost_breakdown(graph: ModelGraph) -> dict[str, float]:
     tiny = 0
     roofline_us = 0.0
     for n in graph.nodes:
+        if n.is_constant:
+            continue  # folded at session start
         cat = op_category(n.qualified_type)
         kind = mac_kind(n, cat)
         if kind is not None:

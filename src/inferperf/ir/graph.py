@@ -115,6 +115,13 @@ class Node:
         return self.activation_bytes_read + self.weight_bytes
 
     @property
+    def is_constant(self) -> bool:
+        """Whether the node only produces weights (a Constant, or a node over weights alone that the runtime
+        folds at session start): it does no work per inference."""
+        named = [t for t in self.outputs if t.name]
+        return bool(named) and all(t.is_weight for t in named)
+
+    @property
     def arithmetic_intensity(self) -> float:
         """FLOPs per byte moved; the x-axis of a roofline plot."""
         moved = self.bytes_read + self.bytes_written
