@@ -71,3 +71,18 @@ def test_prices_are_kept_per_thread_count_and_fall_back_to_the_nearest():
     three = model.predict([g], [{**ds[0].config, "intra_op_threads": 3}], device)[0].latency_ms
     four = model.predict([g], [{**ds[0].config, "intra_op_threads": 4}], device)[0].latency_ms
     assert three == pytest.approx(four)  # 3 threads were never measured: the nearest count's prices
+
+
+def test_a_device_never_measured_uses_the_nearest_thread_count(tmp_path):
+    ds = synthetic_dataset(per_family=6, batches=(1,), threads=(1, 4), seed=4)
+    model = get_predictor("additive", dev_fraction=0.0).fit(ds)
+    device = ds[0].device
+    other = {**device, "id": "never-measured"}
+    g, cfg = ds[0].graph, {**ds[0].config, "intra_op_threads": 4}
+    here = model.predict([g], [cfg], device)[0].latency_ms
+    assert model.predict([g], [cfg], other)[0].latency_ms == pytest.approx(here)
+    one = model.predict([g], [{**cfg, "intra_op_threads": 1}], device)[0].latency_ms
+    assert one != pytest.approx(here)  # the fallback is not simply the first group
+    loaded = type(model).load(model.save(tmp_path / "art"))
+    assert loaded.group_runs_ == model.group_runs_
+    assert loaded.predict([g], [cfg], other)[0].latency_ms == pytest.approx(here)

@@ -141,6 +141,10 @@ class AdditivePredictor(Predictor):
         groups = [_group(s.config, s.device) for s in samples]
         labels = {t: np.array([s.label(t) if s.label(t) is not None else np.nan for s in samples]) for t in TARGETS}
         self.prices_: dict[str, dict[str, list[float]]] = {}
+        self.group_runs_: dict[str, int] = {}
+        for g in groups:
+            key = f"{g[0]}|{g[1]}"
+            self.group_runs_[key] = self.group_runs_.get(key, 0) + 1
         for t in TARGETS:
             rows = mem if t == "memory_mb" else lat
             penalised = () if t == "memory_mb" else SURCHARGE_COLUMNS
@@ -166,7 +170,12 @@ class AdditivePredictor(Predictor):
         if exact is not None:
             return np.asarray(exact)
         same_device = [(abs(int(k.split("|")[1]) - threads), k) for k in table if k.split("|")[0] == dev]
-        key = min(same_device)[1] if same_device else min(table)
+        if same_device:
+            return np.asarray(table[min(same_device)[1]])
+        # a device never measured: the nearest thread count, and among those the best-measured group (the OOD
+        # flag already says the point is outside the training data)
+        runs = getattr(self, "group_runs_", {})
+        key = min(table, key=lambda k: (abs(int(k.split("|")[1]) - threads), -runs.get(k, 0), k))
         return np.asarray(table[key])
 
     def _predict_log(
@@ -186,8 +195,9 @@ class AdditivePredictor(Predictor):
         return out
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
-        return {"prices": self.prices_, "latency_columns": list(LATENCY_COLUMNS),
+        return {"prices": self.prices_, "group_runs": self.group_runs_, "latency_columns": list(LATENCY_COLUMNS),
                 "memory_columns": list(MEMORY_COLUMNS)}
 
     def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
         self.prices_ = {t: {k: list(v) for k, v in table.items()} for t, table in state["prices"].items()}
+        self.group_runs_ = {k: int(v) for k, v in (state.get("group_runs") or {}).items()}
