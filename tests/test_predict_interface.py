@@ -257,3 +257,32 @@ def test_kernel_level_predictors_are_listed_without_importing_them():
             "from inferperf.predict.base import predictor_class; "
             "assert predictor_class('rule-kernel').__name__ == 'RuleKernelPredictor'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unseen_family_interval_from_out_of_family_residuals(tmp_path) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(2)
+    pred = np.exp(rng.normal(0, 1, 300))
+    cal = ConformalCalibrator().fit(["latency_ms"], (pred * np.exp(rng.normal(0, 0.05, 300)))[:, None],
+                                    pred[:, None], ["a"] * 150 + ["b"] * 150)
+    cal.fit_unseen(["latency_ms"], (pred * np.exp(rng.normal(0, 0.4, 300)))[:, None], pred[:, None], ["a", "b"])
+    seen, unseen = cal.quantile("latency_ms", "a"), cal.quantile("latency_ms", "never-trained-on")
+    assert unseen > 3 * seen  # extrapolation errors, not interpolation errors
+    assert cal.quantile("latency_ms", None) == unseen  # a model of no known family is not a known family
+    again = ConformalCalibrator.from_state(json.loads(json.dumps(cal.state())))
+    assert again.quantile("latency_ms", "never-trained-on") == pytest.approx(unseen)
+    assert again.quantile("latency_ms", "a") == pytest.approx(seen)
+
+
+def test_cheap_predictors_cross_fit_families_for_intervals(tmp_path) -> None:  # noqa: ANN001
+    data = synthetic_dataset(per_family=20, batches=(1,), seed=7)
+    train = data.filter(exclude_families={"transformer"})
+    model = get_predictor("additive", family_folds=2).fit(train)
+    assert model.conformal_.known == {"cnn", "mlp", "mobile", "resnet"}
+    assert "latency_ms" in model.conformal_.unseen
+    test = data.filter(family="transformer")
+    graphs, configs, devices = [s.graph for s in test], [s.config for s in test], [s.device for s in test]
+    held = model.predict_arrays(graphs, configs, devices, ["transformer"] * len(test))
+    as_seen = model.predict_arrays(graphs, configs, devices, ["cnn"] * len(test))
+    assert np.all(held["hi"][:, 0] / held["lo"][:, 0] >= as_seen["hi"][:, 0] / as_seen["lo"][:, 0] - 1e-12)
+    off = get_predictor("additive", family_folds=0).fit(train)
+    assert off.conformal_.known is None and not off.conformal_.unseen

@@ -301,6 +301,9 @@ class Predictor(ABC):
 
     #: the registry name; a class serving several names (the GNN variants) sets it per instance
     name: ClassVar[str] = ""
+    #: family folds for the unseen-family interval when ``family_folds`` is None: cheap fits cross-fit by
+    #: default, expensive ones (neural networks) opt in
+    default_family_folds: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -312,8 +315,10 @@ class Predictor(ABC):
         ood_k: int = 5,
         ood_quantile: float = 0.99,
         mig_margin: float = 0.1,
+        family_folds: int | None = None,
     ) -> None:
         self.seed = seed
+        self.family_folds = family_folds
         self.alpha = alpha
         self.min_group = min_group
         self.dev_fraction = dev_fraction
@@ -387,6 +392,7 @@ class Predictor(ABC):
             )
             truth = np.exp(log_labels(calib, TARGETS))
             self.conformal_.fit(TARGETS, truth, pred, [s.family for s in calib])
+            self._fit_unseen_family_intervals(train)
         unique = {s.graph_key: s for s in train}
         self.ood_ = OODDetector(k=self.ood_k, quantile=self.ood_quantile, seed=self.seed).fit(
             static_matrix([s.graph for s in unique.values()]), [s.group_key for s in unique.values()]
@@ -395,6 +401,32 @@ class Predictor(ABC):
         self.dev_ = dev.summary() if dev is not None else None
         self.calibration_n_ = len(calib) if calib is not None else 0
         return self
+
+    def _fit_unseen_family_intervals(self, train: GraphDataset) -> None:
+        """Cross-fit over families: every training family predicted by a copy trained without it, so the
+        interval of a family never seen is sized by the errors of extrapolation, not of interpolation."""
+        folds = self.default_family_folds if self.family_folds is None else int(self.family_folds)
+        families = sorted({s.family for s in train if s.family})
+        if folds < 2 or len(families) < folds + 1:
+            return
+        order = np.random.default_rng(self.seed).permutation(len(families))
+        fold_of = {families[i]: k % folds for k, i in enumerate(order)}
+        truth_parts, pred_parts = [], []
+        for k in range(folds):
+            held = GraphDataset([s for s in train if fold_of.get(s.family) == k])
+            rest = GraphDataset([s for s in train if fold_of.get(s.family) != k])
+            if not len(held) or not len(rest):
+                continue
+            copy = type(self)(**{**self.get_params(), "family_folds": 0})
+            copy.name = self.name
+            copy.targets_, copy.devices_ = self.targets_, self.devices_
+            copy._fit(rest, None)
+            pred_parts.append(copy._predict_natural(
+                [s.graph for s in held], [s.config for s in held], [s.device for s in held]
+            ))
+            truth_parts.append(np.exp(log_labels(held, TARGETS)))
+        if pred_parts:
+            self.conformal_.fit_unseen(TARGETS, np.vstack(truth_parts), np.vstack(pred_parts), families)
 
     @abstractmethod
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:

@@ -47,6 +47,7 @@ class LinearFlopsPredictor(Predictor):
     """Log-log linear regression on FLOPs, params, threads and device features."""
 
     name = "lr-flops"
+    default_family_folds = 5  # cheap to refit: intervals for unseen families from out-of-family residuals
 
     def __init__(self, *, ridge: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -364,6 +365,7 @@ class LightGBMPredictor(Predictor):
     """Gradient-boosted trees on static graph features + configuration + device features."""
 
     name = "lgbm"
+    default_family_folds = 5  # cheap to refit: intervals for unseen families from out-of-family residuals
 
     def __init__(
         self,

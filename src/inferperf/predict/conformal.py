@@ -7,10 +7,13 @@ samples*. Working in log space makes the interval multiplicative (±x% rather th
 latency spanning four orders of magnitude needs.
 
 Residual size differs between families (a family the model fits badly has wide residuals), so a separate
-quantile is kept per family when it has at least ``min_group`` calibration points; other families, and
-families never seen, use the global quantile. A new architecture family is *not* exchangeable with the
-calibration set: expect coverage below 1-α on it (the leave-family-out evaluation measures how much), and
-read the OOD flag next to the interval.
+quantile is kept per family when it has at least ``min_group`` calibration points; other known families use
+the global quantile. A family never seen in training is *not* exchangeable with random calibration samples:
+its errors are those of extrapolation. When the predictor was fitted with family cross-fitting
+(:meth:`ConformalCalibrator.fit_unseen`: residuals of each training family predicted by a model that never
+saw it), a family outside ``known`` gets the quantile of those out-of-family residuals instead — the
+exchangeability the leave-family-out evaluation actually tests (``additive``: coverage of held-out
+families 0.84 with the global quantile).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class ConformalCalibrator:
         self.min_group = min_group
         #: target → {"global": q, "n": n, "groups": {family: q}, "group_n": {family: n}}
         self.quantiles: dict[str, dict[str, Any]] = {}
+        #: target → (q, n) over out-of-family residuals; used for families outside ``known``
+        self.unseen: dict[str, tuple[float, int]] = {}
+        #: the training families (None: unknown, every family is treated as seen)
+        self.known: set[str] | None = None
 
     def fit(
         self, targets: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray, groups: Sequence[str]
@@ -73,12 +80,31 @@ class ConformalCalibrator:
             self.quantiles[target] = entry
         return self
 
+    def fit_unseen(
+        self, targets: Sequence[str], y_true: np.ndarray, y_pred: np.ndarray, known: Sequence[str]
+    ) -> ConformalCalibrator:
+        """Out-of-family residuals (each sample predicted by a model fitted without its family); ``known``:
+        the families the final model was trained on."""
+        y_true = np.asarray(y_true, dtype=np.float64).reshape(-1, len(targets))
+        y_pred = np.asarray(y_pred, dtype=np.float64).reshape(-1, len(targets))
+        self.known = {str(k) for k in known}
+        for j, target in enumerate(targets):
+            t, p = y_true[:, j], y_pred[:, j]
+            ok = np.isfinite(t) & (t > 0) & np.isfinite(p) & (p > 0)
+            if ok.any():
+                res = np.abs(np.log(t[ok]) - np.log(p[ok]))
+                self.unseen[target] = (conformal_quantile(res, self.alpha), int(res.size))
+        return self
+
     def quantile(self, target: str, group: str | None = None) -> float:
         entry = self.quantiles.get(target)
         if entry is None:
             return math.inf
         if group is not None and group in entry["groups"]:
             return float(entry["groups"][group])
+        if self.known is not None and group not in self.known and target in self.unseen:
+            # never narrower than the in-distribution interval
+            return max(float(self.unseen[target][0]), float(entry["global"]))
         return float(entry["global"])
 
     def intervals(
@@ -110,6 +136,8 @@ class ConformalCalibrator:
                 }
                 for t, e in self.quantiles.items()
             },
+            "unseen": {t: {"q": enc(q), "n": n} for t, (q, n) in self.unseen.items()},
+            "known": sorted(self.known) if self.known is not None else None,
         }
 
     @classmethod
@@ -127,4 +155,7 @@ class ConformalCalibrator:
             }
             for t, e in state.get("quantiles", {}).items()
         }
+        c.unseen = {t: (dec(e["q"]), int(e["n"])) for t, e in (state.get("unseen") or {}).items()}
+        known = state.get("known")
+        c.known = {str(k) for k in known} if known is not None else None
         return c
