@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from inferperf.dataset import GraphDataset
+from inferperf.ir.graph import Node, TensorInfo
 from inferperf.predict import get_predictor
-from inferperf.predict.additive import LATENCY_COLUMNS, fit_prices, latency_row
+from inferperf.predict.additive import LATENCY_COLUMNS, fit_prices, im2col_mb, latency_row, nchwc_block
 from inferperf.predict.synthetic import synthetic_dataset
 
 
@@ -26,7 +27,7 @@ def _priced(ds: GraphDataset, prices: np.ndarray) -> GraphDataset:
     out = []
     for s in ds:
         labels = dict(s.labels)
-        labels["latency_ms"] = float(latency_row(s.graph) @ prices)
+        labels["latency_ms"] = float(latency_row(s.graph, nchwc_block(s.device)) @ prices)
         out.append(type(s)(**{**s.__dict__, "labels": labels}))
     return GraphDataset(out, name="priced")
 
@@ -86,3 +87,23 @@ def test_a_device_never_measured_uses_the_nearest_thread_count(tmp_path):
     loaded = type(model).load(model.save(tmp_path / "art"))
     assert loaded.group_runs_ == model.group_runs_
     assert loaded.predict([g], [cfg], other)[0].latency_ms == pytest.approx(here)
+
+
+def _conv(cout: int, cin: int, k: int, hw: int, group: int = 1) -> Node:
+    return Node(index=0, name="c", op_type="Conv", domain="", attributes={"group": group},
+                inputs=[TensorInfo("x", (1, cin, hw, hw), "float32"),
+                        TensorInfo("w", (cout, cin // group, k, k), "float32", is_weight=True)],
+                outputs=[TensorInfo("y", (1, cout, hw, hw), "float32")])
+
+
+def test_im2col_term_only_for_convolutions_that_miss_the_nchwc_path():
+    assert nchwc_block({"features": {"isa_avx512f": 1.0, "isa_avx2": 1.0}}) == 16
+    assert nchwc_block({"features": {"isa_avx2": 1.0}}) == 8
+    assert nchwc_block({"features": {}}) == 0
+    # 512 -> 1 channels, 7x7 on 20x20: the buffer is 512*49*400 floats
+    assert im2col_mb(_conv(1, 512, 7, 20), 16) == pytest.approx(512 * 49 * 400 * 4 / 1e6)
+    assert im2col_mb(_conv(64, 512, 7, 20), 16) == 0.0  # whole NCHWc blocks
+    assert im2col_mb(_conv(24, 512, 3, 20), 16) > 0 and im2col_mb(_conv(24, 512, 3, 20), 8) == 0.0
+    assert im2col_mb(_conv(64, 512, 3, 20), 0) > 0  # no NCHWc on this CPU: every k x k convolution
+    assert im2col_mb(_conv(1, 512, 1, 20), 16) == 0.0  # 1x1: a plain GEMM, no buffer
+    assert im2col_mb(_conv(32, 64, 3, 20, group=4), 16) == 0.0  # grouped kernels have their own path

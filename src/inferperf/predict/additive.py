@@ -38,7 +38,7 @@ import numpy as np
 from inferperf.dataset import GraphDataset
 from inferperf.ir.features import OP_CATEGORIES, mac_kind, op_category
 from inferperf.ir.graph import ModelGraph
-from inferperf.predict.base import TARGETS, Predictor, register
+from inferperf.predict.base import TARGETS, Predictor, PredictorError, register
 
 MAC_KINDS: tuple[str, ...] = ("conv_dense", "conv_depthwise", "conv_grouped", "matmul_weights",
                               "matmul_activations", "recurrent")
@@ -50,17 +50,50 @@ LATENCY_COLUMNS: tuple[str, ...] = (
     "n_all", *(f"n_{c}" for c in OP_CATEGORIES),
     "mmacs_all", *(f"mmacs_{k}" for k in MAC_KINDS),
     "mb_all", *(f"mb_{c}" for c in OP_CATEGORIES),
+    "mb_im2col",
 )
 MEMORY_COLUMNS: tuple[str, ...] = ("base", "weight_mb", "peak_activation_mb", "activation_mb")
 _FLOOR = 1e-6  # predictions are clipped here before the log (a zero price sum would be log 0)
 
 
-def latency_row(graph: ModelGraph) -> np.ndarray:
-    """[len(LATENCY_COLUMNS)] the additive cost terms of one graph."""
+def nchwc_block(device: dict[str, Any] | None) -> int:
+    """ONNX Runtime's NCHWc block on this CPU (16 floats with AVX-512, 8 with AVX2); 0 where the CPU EP has no
+    NCHWc path (every k×k convolution then goes through im2col)."""
+    features = (device or {}).get("features") or {}
+    if features.get("isa_avx512f"):
+        return 16
+    if features.get("isa_avx2"):
+        return 8
+    return 0
+
+
+def im2col_mb(node: Any, block: int) -> float:
+    """MB of the im2col buffer a dense k×k convolution writes and reads when it misses the NCHWc path.
+
+    Why: ORT's NCHWc transformer takes a convolution only when its output channels fill whole blocks; the
+    others run as im2col + GEMM, memory-bound on a buffer of Cin·kh·kw·Hout·Wout floats. The plain CNNs of
+    the zoo (1–1024 channels at random) ran 2–30× below the price per MAC on such layers: a 7×7 convolution
+    from 512 channels to 1, 40 MMACs, took 14.9 ms where an NCHWc one takes ~0.5. With this term, LOFO MAPE of
+    the plain CNNs 42% -> 24%, random DAGs 29% -> 21%, mean over 36 families 19.5% -> 18.6%.
+    """
+    if len(node.inputs) < 2 or int(node.attributes.get("group", 1) or 1) != 1:
+        return 0.0
+    w, out = node.inputs[1].shape, node.outputs[0].shape if node.outputs else None
+    if w is None or out is None or len(w) != 4 or len(out) != 4 or w[2] * w[3] <= 1:
+        return 0.0
+    if block and w[0] % block == 0:
+        return 0.0
+    return w[1] * w[2] * w[3] * out[0] * out[2] * out[3] * 4 / 1e6
+
+
+def latency_row(graph: ModelGraph, block: int = 16) -> np.ndarray:
+    """[len(LATENCY_COLUMNS)] the additive cost terms of one graph on a CPU with NCHWc ``block``
+    (:func:`nchwc_block`)."""
     cats = {c: i for i, c in enumerate(OP_CATEGORIES)}
     counts = np.zeros(len(OP_CATEGORIES))
     moved = np.zeros(len(OP_CATEGORIES))
     macs = np.zeros(len(MAC_KINDS))
+    im2col = 0.0
     for n in graph.nodes:
         if n.is_constant:
             continue  # folded at session start: no per-inference cost
@@ -70,7 +103,9 @@ def latency_row(graph: ModelGraph) -> np.ndarray:
         kind = mac_kind(n, cat)
         if kind is not None:
             macs[MAC_KINDS.index(kind)] += n.macs / 1e6
-    return np.concatenate([[1.0, counts.sum()], counts, [macs.sum()], macs, [moved.sum()], moved])
+        if kind == "conv_dense":
+            im2col += im2col_mb(n, block)
+    return np.concatenate([[1.0, counts.sum()], counts, [macs.sum()], macs, [moved.sum()], moved, [im2col]])
 
 
 def memory_row(graph: ModelGraph) -> np.ndarray:
@@ -131,14 +166,17 @@ class AdditivePredictor(Predictor):
         self.surcharge_penalty = surcharge_penalty
 
     @staticmethod
-    def _rows(graphs: Sequence[ModelGraph]) -> tuple[np.ndarray, np.ndarray]:
-        lat = np.stack([latency_row(g) for g in graphs]) if graphs else np.zeros((0, len(LATENCY_COLUMNS)))
+    def _rows(
+        graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        lat = (np.stack([latency_row(g, nchwc_block(d)) for g, d in zip(graphs, devices, strict=True)])
+               if graphs else np.zeros((0, len(LATENCY_COLUMNS))))
         mem = np.stack([memory_row(g) for g in graphs]) if graphs else np.zeros((0, len(MEMORY_COLUMNS)))
         return lat, mem
 
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         samples = list(train)  # nothing to select on dev: the fit is convex; calibration keeps its own half
-        lat, mem = self._rows([s.graph for s in samples])
+        lat, mem = self._rows([s.graph for s in samples], [s.device for s in samples])
         groups = [_group(s.config, s.device) for s in samples]
         labels = {t: np.array([s.label(t) if s.label(t) is not None else np.nan for s in samples]) for t in TARGETS}
         self.prices_: dict[str, dict[str, list[float]]] = {}
@@ -185,7 +223,7 @@ class AdditivePredictor(Predictor):
         configs: Sequence[dict[str, Any]],
         devices: Sequence[dict[str, Any]],
     ) -> np.ndarray:
-        lat, mem = self._rows(graphs)
+        lat, mem = self._rows(graphs, devices)
         out = np.full((len(graphs), len(TARGETS)), np.nan)
         for i, (c, d) in enumerate(zip(configs, devices, strict=True)):
             for j, t in enumerate(TARGETS):
@@ -200,5 +238,10 @@ class AdditivePredictor(Predictor):
                 "memory_columns": list(MEMORY_COLUMNS)}
 
     def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        if list(state.get("latency_columns") or []) != list(LATENCY_COLUMNS):
+            raise PredictorError(
+                f"{directory}: this additive artifact prices other cost terms than this version computes; "
+                "train it again (inferperf train --predictor additive)"
+            )
         self.prices_ = {t: {k: list(v) for k, v in table.items()} for t, table in state["prices"].items()}
         self.group_runs_ = {k: int(v) for k, v in (state.get("group_runs") or {}).items()}
