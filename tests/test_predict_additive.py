@@ -106,4 +106,6 @@ def test_im2col_term_only_for_convolutions_that_miss_the_nchwc_path():
     assert im2col_mb(_conv(24, 512, 3, 20), 16) > 0 and im2col_mb(_conv(24, 512, 3, 20), 8) == 0.0
     assert im2col_mb(_conv(64, 512, 3, 20), 0) > 0  # no NCHWc on this CPU: every k x k convolution
     assert im2col_mb(_conv(1, 512, 1, 20), 16) == 0.0  # 1x1: a plain GEMM, no buffer
-    assert im2col_mb(_conv(32, 64, 3, 20, group=4), 16) == 0.0  # grouped kernels have their own path
+    # grouped: NCHWc when each group's channels fill blocks (64 / 4 = 16), im2col per group otherwise
+    assert im2col_mb(_conv(64, 64, 3, 20, group=4), 16) == 0.0
+    assert im2col_mb(_conv(48, 48, 3, 20, group=6), 16) == pytest.approx(6 * 8 * 9 * 400 * 4 / 1e6)
