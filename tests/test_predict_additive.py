@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 
 from inferperf.dataset import GraphDataset
-from inferperf.ir.graph import Node, TensorInfo
+from inferperf.ir.graph import ModelGraph, Node, TensorInfo
 from inferperf.predict import get_predictor
-from inferperf.predict.additive import LATENCY_COLUMNS, fit_prices, im2col_mb, latency_row, nchwc_block
+from inferperf.predict.additive import (
+    LATENCY_COLUMNS,
+    fit_prices,
+    im2col_mb,
+    latency_row,
+    nchwc_block,
+    recurrent_reread_mb,
+)
 from inferperf.predict.synthetic import synthetic_dataset
 
 
@@ -109,3 +116,18 @@ def test_im2col_term_only_for_convolutions_that_miss_the_nchwc_path():
     # grouped: NCHWc when each group's channels fill blocks (64 / 4 = 16), im2col per group otherwise
     assert im2col_mb(_conv(64, 64, 3, 20, group=4), 16) == 0.0
     assert im2col_mb(_conv(48, 48, 3, 20, group=6), 16) == pytest.approx(6 * 8 * 9 * 400 * 4 / 1e6)
+
+
+def test_recurrence_is_priced_as_a_weight_matmul_re_reading_its_weights_every_step():
+    lstm = Node(index=0, name="lstm", op_type="LSTM", domain="", attributes={"hidden_size": 128},
+                inputs=[TensorInfo("x", (64, 1, 32), "float32"), TensorInfo("W", (1, 512, 32), "float32", True),
+                        TensorInfo("R", (1, 512, 128), "float32", True)],
+                outputs=[TensorInfo("y", (64, 1, 1, 128), "float32")], macs=64 * 512 * (32 + 128))
+    assert recurrent_reread_mb(lstm) == pytest.approx(64 * 4 * 128 * 128 * 4 / 1e6)
+    bi = Node(**{**lstm.__dict__, "attributes": {"hidden_size": 128, "direction": "bidirectional"}})
+    assert recurrent_reread_mb(bi) == pytest.approx(2 * recurrent_reread_mb(lstm))
+    row = dict(zip(LATENCY_COLUMNS, latency_row(ModelGraph("g", [lstm], [], [], [], 17), 16), strict=True))
+    assert row["mmacs_matmul_weights"] == pytest.approx(lstm.macs / 1e6) and row["mmacs_recurrent"] == 0
+    assert row["mb_matmul"] == pytest.approx(recurrent_reread_mb(lstm))
+    unknown = Node(**{**lstm.__dict__, "inputs": [TensorInfo("x", None, "float32")]})
+    assert recurrent_reread_mb(unknown) is None
