@@ -16,7 +16,11 @@ The design row of a graph (linear, not log: costs add):
   that from the data);
 - MACs per kind — dense / depthwise / grouped convolution, weight / activation matmul, recurrent — in
   millions (compute at that kind's throughput);
-- bytes read + written per op category, in MB (memory-bound work at that category's bandwidth).
+- bytes read + written per op category, in MB (memory-bound work at that category's bandwidth);
+- what the runtime does that the graph does not say: the im2col buffer of convolutions that miss ORT's
+  NCHWc path (:func:`im2col_mb`), and the per-step re-read of an RNN's recurrent weights, whose MACs are
+  priced as weight-MatMul MACs (:func:`recurrent_reread_mb`). Operators folded at session start cost
+  nothing (:mod:`inferperf.ir.fold`).
 
 Prices are fitted by non-negative least squares (surcharges shrunk towards the shared price, see
 :func:`fit_prices`) on the *relative* error (rows weighted by 1 / label), so
