@@ -19,7 +19,7 @@ INFERPERF=${INFERPERF:-.venv/bin/inferperf}
 mkdir -p "$REPORTS"
 # PLAN: "zoo:per-family" steps, in order. Synthetic families are fast (~2 s a graph), real ones ~4-8 s, so the
 # synthetic ones go first; each step resumes the ones before it.
-for step in ${PLAN:-all:40 random:250 canonical:150 real:60 real:70}; do
+for step in ${PLAN:-all:40 random:320 canonical:160 real:60 real:70}; do
   zoo=${step%%:*}; pf=${step##*:}
   taskset -c 0 "$INFERPERF" collect --zoo "$zoo" --per-family "$pf" --batch 1 --retry-failed --json \
     > "$REPORTS/$zoo$pf.json" 2> "$REPORTS/$zoo$pf.err"
