@@ -151,3 +151,41 @@ def test_cli_import_stays_light() -> None:
     out = json.loads(r.stdout)
     assert out["predict"], "the CLI did not register the predict commands"
     assert out["heavy"] == []
+
+
+def test_predict_kernels_breakdown(tmp_path: Path, dataset_dir: Path, model_file: Path) -> None:
+    for name in ("lr-flops", "additive"):
+        r = _cli("train", "--predictor", name, "--dataset", str(dataset_dir), "--json", home=tmp_path)
+        assert r.returncode == 0, r.stderr
+    common = ("predict", str(model_file), "--batch", "1", "--device", "synthetic-cpu-a")
+    r = _cli(*common, "--predictor", "lr-flops", "--kernels", home=tmp_path)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "fusion-kernel" in r.stderr and "Traceback" not in r.stderr
+
+    r = _cli(*common, "--predictor", "additive", "--kernels", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    terms = out["breakdown"]["by_term"]
+    assert terms and all(v > 0 for v in terms.values())
+    assert sum(terms.values()) == pytest.approx(out["latency_ms"], rel=1e-6)
+    assert list(terms.values()) == sorted(terms.values(), reverse=True)
+    r = _cli(*common, "--predictor", "additive", "--kernels", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "latency by cost term" in r.stdout and next(iter(terms)) in r.stdout
+
+
+def test_kernel_breakdown_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from inferperf.cli.predict import _print_breakdown
+    from inferperf.predict.fusion.kernels import FusedGraph, PredictedKernel
+
+    fused = FusedGraph(
+        graph_name="g",
+        kernels=[PredictedKernel([0, 1], ["conv", "relu"], "Conv+Relu", 2.0, [("Conv+Relu", 0.9)], 1.9),
+                 PredictedKernel([2], ["gemm"], "Gemm", 1.0, [("Gemm", 0.8)], 0.9)],
+        dropped=[], fixed_ms=1.0, fused_edges=1, n_edges=2,
+    )
+    _print_breakdown(fused.breakdown(top=5))
+    printed = capsys.readouterr().out
+    assert "2 kernels, 1 of 2 edges fused" in printed and "top kernels by predicted time" in printed
+    assert "Conv+Relu" in printed and "50.0%" in printed  # 2 of the 4 ms
+    assert "share of time per kernel type" in printed and "(fixed overhead)" in printed

@@ -306,10 +306,15 @@ def predict(
     predictor: str = typer.Option(None, "--predictor", "-p", help="Use the best artifact of this predictor."),
     artifact: str = typer.Option(None, "--artifact", help="Use this artifact directory."),
     mig_gpu: str = typer.Option(None, "--mig-gpu", help="Choose a MIG profile of this GPU (e.g. A100-40GB)."),
+    kernels: bool = typer.Option(
+        False, "--kernels", "--breakdown",
+        help="Also show where the time goes: the predicted kernels (fusion-kernel, rule-kernel) or the priced "
+        "cost terms (additive).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Predict latency (with a 90% interval), memory, energy and MIG profile of a model on a device."""
-    from inferperf.predict.base import NoArtifactError, best_artifact, read_meta
+    from inferperf.predict.base import NoArtifactError, PredictorError, best_artifact, read_meta
 
     os.environ.setdefault("TMPDIR", "/tmp")
     if artifact:
@@ -350,10 +355,56 @@ def predict(
     out["artifact"] = str(path)
     out["model"] = loaded.name
     out["config"] = config
+    breakdown = out.get("breakdown") or {}
+    if kernels and "top_kernels" not in breakdown and "by_term" not in breakdown:
+        raise PredictorError(
+            f"--kernels: the {out['predictor']!r} predictor predicts the whole graph, not its kernels; use "
+            "--predictor fusion-kernel or rule-kernel (kernels) or additive (cost terms)"
+        )
     if as_json:
         _echo_json(out)
         return
     _print_prediction(out)
+    if kernels:
+        _print_breakdown(breakdown)
+
+
+def _print_breakdown(breakdown: dict[str, Any]) -> None:
+    """The kernels (or cost terms) behind a prediction: the answer to "where does the time go"."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    total = breakdown.get("latency_ms")
+    if breakdown.get("top_kernels"):
+        console.print(f"{breakdown.get('n_kernels')} kernels, {breakdown.get('fused_edges')} of "
+                      f"{breakdown.get('n_edges')} edges fused")
+        top = Table(title="top kernels by predicted time")
+        for col in ("kernel type", "ms", "share", "nodes"):
+            top.add_column(col, justify="right" if col in ("ms", "share") else "left")
+        for k in breakdown["top_kernels"]:
+            nodes = k.get("nodes") or []
+            shown = ", ".join(nodes[:3]) + (f" (+{len(nodes) - 3})" if len(nodes) > 3 else "")
+            share = k.get("share")
+            top.add_row(k["kernel_type"], f"{k['latency_ms']:.4g}", "–" if share is None else f"{share:.1%}", shown)
+        console.print(top)
+        by_type = Table(title="share of time per kernel type")
+        by_type.add_column("kernel type")
+        by_type.add_column("share", justify="right")
+        for kind, share in (breakdown.get("by_type") or {}).items():
+            by_type.add_row(kind, f"{share:.1%}")
+        console.print(by_type)
+    if breakdown.get("by_term"):
+        terms = Table(title="latency by cost term (additive model)")
+        terms.add_column("term")
+        terms.add_column("ms", justify="right")
+        terms.add_column("share", justify="right")
+        tsum = sum(breakdown["by_term"].values()) or None
+        for term, ms in breakdown["by_term"].items():
+            terms.add_row(term, f"{ms:.4g}", f"{ms / tsum:.1%}" if tsum else "–")
+        console.print(terms)
+    if total is not None and breakdown.get("fixed_ms") is not None:
+        console.print(f"[dim]fixed per-run overhead {breakdown['fixed_ms']:.4g} ms of {total:.4g} ms[/dim]")
 
 
 def _print_prediction(out: dict[str, Any]) -> None:
