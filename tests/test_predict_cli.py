@@ -188,4 +188,4 @@ def test_kernel_breakdown_table(capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "2 kernels, 1 of 2 edges fused" in printed and "top kernels by predicted time" in printed
     assert "Conv+Relu" in printed and "50.0%" in printed  # 2 of the 4 ms
-    assert "share of time per kernel type" in printed and "(fixed overhead)" in printed
+    assert "time per kernel type" in printed and "(fixed overhead)" in printed

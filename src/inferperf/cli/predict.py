@@ -388,7 +388,7 @@ def _print_breakdown(breakdown: dict[str, Any]) -> None:
             share = k.get("share")
             top.add_row(k["kernel_type"], f"{k['latency_ms']:.4g}", "–" if share is None else f"{share:.1%}", shown)
         console.print(top)
-        by_type = Table(title="share of time per kernel type")
+        by_type = Table(title="time per kernel type")
         by_type.add_column("kernel type")
         by_type.add_column("share", justify="right")
         for kind, share in (breakdown.get("by_type") or {}).items():
