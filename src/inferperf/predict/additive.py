@@ -117,14 +117,15 @@ def recurrent_reread_mb(node: Any) -> float | None:
     return seq * directions * _GATES.get(node.op_type, 4) * hidden * hidden * 4 / 1e6
 
 
-def latency_row(graph: ModelGraph, block: int = 16) -> np.ndarray:
+def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True
+                ) -> np.ndarray:
     """[len(LATENCY_COLUMNS)] the additive cost terms of one graph on a CPU with NCHWc ``block``
-    (:func:`nchwc_block`)."""
+    (:func:`nchwc_block`); ``im2col`` / ``recurrent_reread`` switch those runtime terms off (ablation)."""
     cats = {c: i for i, c in enumerate(OP_CATEGORIES)}
     counts = np.zeros(len(OP_CATEGORIES))
     moved = np.zeros(len(OP_CATEGORIES))
     macs = np.zeros(len(MAC_KINDS))
-    im2col = 0.0
+    buffer_mb = 0.0
     for n in graph.nodes:
         if n.is_constant:
             continue  # folded at session start: no per-inference cost
@@ -132,16 +133,16 @@ def latency_row(graph: ModelGraph, block: int = 16) -> np.ndarray:
         counts[cats[cat]] += 1
         moved[cats[cat]] += (n.bytes_read + n.bytes_written) / 1e6
         kind = mac_kind(n, cat)
-        if kind == "recurrent":
+        if kind == "recurrent" and recurrent_reread:
             reread = recurrent_reread_mb(n)
             if reread is not None:
                 kind = "matmul_weights"
                 moved[cats["matmul"]] += reread
         if kind is not None:
             macs[MAC_KINDS.index(kind)] += n.macs / 1e6
-        if kind in ("conv_dense", "conv_grouped"):
-            im2col += im2col_mb(n, block)
-    return np.concatenate([[1.0, counts.sum()], counts, [macs.sum()], macs, [moved.sum()], moved, [im2col]])
+        if im2col and kind in ("conv_dense", "conv_grouped"):
+            buffer_mb += im2col_mb(n, block)
+    return np.concatenate([[1.0, counts.sum()], counts, [macs.sum()], macs, [moved.sum()], moved, [buffer_mb]])
 
 
 def memory_row(graph: ModelGraph) -> np.ndarray:
@@ -196,16 +197,26 @@ class AdditivePredictor(Predictor):
     name = "additive"
     default_family_folds = 5  # cheap to refit: intervals for unseen families from out-of-family residuals
 
-    def __init__(self, *, min_runs: int = 8, surcharge_penalty: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        min_runs: int = 8,
+        surcharge_penalty: float = 1.0,
+        im2col: bool = True,
+        recurrent_reread: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.min_runs = min_runs
         self.surcharge_penalty = surcharge_penalty
+        self.im2col = im2col
+        self.recurrent_reread = recurrent_reread
 
-    @staticmethod
     def _rows(
-        graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]
+        self, graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        lat = (np.stack([latency_row(g, nchwc_block(d)) for g, d in zip(graphs, devices, strict=True)])
+        lat = (np.stack([latency_row(g, nchwc_block(d), im2col=self.im2col, recurrent_reread=self.recurrent_reread)
+                         for g, d in zip(graphs, devices, strict=True)])
                if graphs else np.zeros((0, len(LATENCY_COLUMNS))))
         mem = np.stack([memory_row(g) for g in graphs]) if graphs else np.zeros((0, len(MEMORY_COLUMNS)))
         return lat, mem
