@@ -364,9 +364,20 @@ def predict(
     if as_json:
         _echo_json(out)
         return
-    _print_prediction(out)
+    _print_prediction(out, mig_asked=bool(mig_gpu))
     if kernels:
         _print_breakdown(breakdown)
+
+
+def _term_label(term: str) -> str:
+    """A reader's name for an additive cost column (``mmacs_conv_dense`` → "compute: conv_dense MACs")."""
+    fixed = {"call": "per-call overhead", "n_all": "dispatch: every operator", "mmacs_all": "compute: every MAC",
+             "mb_all": "memory traffic: every byte", "mb_im2col": "im2col buffers (convs off the NCHWc path)"}
+    if term in fixed:
+        return fixed[term]
+    prefix, _, rest = term.partition("_")
+    return {"n": f"dispatch: {rest} operators", "mmacs": f"compute: {rest} MACs",
+            "mb": f"memory traffic: {rest} bytes"}.get(prefix, term)
 
 
 def _print_breakdown(breakdown: dict[str, Any]) -> None:
@@ -401,13 +412,13 @@ def _print_breakdown(breakdown: dict[str, Any]) -> None:
         terms.add_column("share", justify="right")
         tsum = sum(breakdown["by_term"].values()) or None
         for term, ms in breakdown["by_term"].items():
-            terms.add_row(term, f"{ms:.4g}", f"{ms / tsum:.1%}" if tsum else "–")
+            terms.add_row(_term_label(term), f"{ms:.4g}", f"{ms / tsum:.1%}" if tsum else "–")
         console.print(terms)
     if total is not None and breakdown.get("fixed_ms") is not None:
         console.print(f"[dim]fixed per-run overhead {breakdown['fixed_ms']:.4g} ms of {total:.4g} ms[/dim]")
 
 
-def _print_prediction(out: dict[str, Any]) -> None:
+def _print_prediction(out: dict[str, Any], mig_asked: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -433,5 +444,6 @@ def _print_prediction(out: dict[str, Any]) -> None:
     table.add_row("predictor", f"{out['predictor']}  ({out['artifact']})")
     Console().print(table)
     mig_note = (out.get("breakdown") or {}).get("mig")
-    if mig_note and out["mig_profile"] is None:
+    # on a CPU nobody asked about MIG: say why there is no profile only when it was asked for
+    if mig_note and out["mig_profile"] is None and (mig_asked or "not a MIG-capable GPU" not in mig_note):
         Console().print(f"[dim]MIG: {mig_note}[/dim]")
