@@ -273,10 +273,11 @@ def test_unseen_family_interval_from_out_of_family_residuals(tmp_path) -> None: 
     assert again.quantile("latency_ms", "a") == pytest.approx(seen)
 
 
-def test_cheap_predictors_cross_fit_families_for_intervals(tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("name", ["additive", "lgbm"])
+def test_cheap_predictors_cross_fit_families_for_intervals(name: str) -> None:
     data = synthetic_dataset(per_family=20, batches=(1,), seed=7)
     train = data.filter(exclude_families={"transformer"})
-    model = get_predictor("additive", family_folds=2).fit(train)
+    model = get_predictor(name, family_folds=2).fit(train)
     assert model.conformal_.known == {"cnn", "mlp", "mobile", "resnet"}
     assert "latency_ms" in model.conformal_.unseen
     test = data.filter(family="transformer")
@@ -284,5 +285,5 @@ def test_cheap_predictors_cross_fit_families_for_intervals(tmp_path) -> None:  #
     held = model.predict_arrays(graphs, configs, devices, ["transformer"] * len(test))
     as_seen = model.predict_arrays(graphs, configs, devices, ["cnn"] * len(test))
     assert np.all(held["hi"][:, 0] / held["lo"][:, 0] >= as_seen["hi"][:, 0] / as_seen["lo"][:, 0] - 1e-12)
-    off = get_predictor("additive", family_folds=0).fit(train)
+    off = get_predictor(name, family_folds=0).fit(train)
     assert off.conformal_.known is None and not off.conformal_.unseen
