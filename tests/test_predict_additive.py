@@ -131,3 +131,16 @@ def test_recurrence_is_priced_as_a_weight_matmul_re_reading_its_weights_every_st
     assert row["mb_matmul"] == pytest.approx(recurrent_reread_mb(lstm))
     unknown = Node(**{**lstm.__dict__, "inputs": [TensorInfo("x", None, "float32")]})
     assert recurrent_reread_mb(unknown) is None
+
+
+def test_cached_rows_follow_the_switches_and_the_device():
+    g = ModelGraph("g", [_conv(1, 512, 7, 20)], [], [], [], 17)
+    avx512 = {"id": "a", "features": {"isa_avx512f": 1.0, "isa_avx2": 1.0}}
+    on = get_predictor("additive")._latency_row(g, avx512)
+    off = get_predictor("additive", im2col=False)._latency_row(g, avx512)
+    col = LATENCY_COLUMNS.index("mb_im2col")
+    assert on[col] > 0 and off[col] == 0
+    assert get_predictor("additive")._latency_row(g, avx512)[col] == on[col]  # served again, same answer
+    wide = ModelGraph("g", [_conv(16, 512, 7, 20)], [], [], [], 17)
+    assert get_predictor("additive")._latency_row(wide, avx512)[col] == 0
+    assert get_predictor("additive")._latency_row(wide, {"id": "b", "features": {}})[col] > 0  # no NCHWc
