@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from inferperf.ir.flops import infer_output_shapes, node_cost
 from inferperf.ir.fold import fold_weight_subgraphs
-from inferperf.ir.graph import Edge, ModelGraph, Node, TensorInfo
+from inferperf.ir.graph import FLOAT_DTYPES, Edge, ModelGraph, Node, TensorInfo
 
 if TYPE_CHECKING:
     import onnx
 
-_FLOAT_TYPES = {"float32", "float16", "bfloat16", "float64"}
 #: bumped whenever a rebuilt graph would differ; a cached graph of an older build is upgraded on load
 #: (:func:`upgrade_graph`): 2 = tensors computed from weights alone are weights (:mod:`inferperf.ir.fold`)
 BUILD_VERSION = 2
@@ -124,7 +123,7 @@ def build_graph(
                     continue  # a shared weight (tied embeddings) is one parameter set
                 counted_weights.add(t.name)
                 node.weight_bytes += t.nbytes
-                if t.dtype in _FLOAT_TYPES:
+                if t.dtype in FLOAT_DTYPES:
                     node.params += t.numel or 0
             elif t.name:
                 node.activation_bytes_read += t.nbytes
@@ -185,8 +184,8 @@ def _topological_order(g: Any) -> list[Any]:
 def upgrade_graph(graph: ModelGraph, build_version: int | None) -> ModelGraph:
     """Bring a graph built by an older builder (``build_version``; None = before versions) up to
     :data:`BUILD_VERSION`, in place — the zoo drops weights after measuring, so its graphs cannot be rebuilt."""
-    if (build_version or 1) < 2:
-        fold_weight_subgraphs(graph)
+    if (build_version or 1) < 2 and fold_weight_subgraphs(graph):
+        graph.peak_activation_bytes = peak_activation_bytes(graph)
     return graph
 
 

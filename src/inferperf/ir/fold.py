@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from inferperf.ir.graph import ModelGraph
+from inferperf.ir.graph import FLOAT_DTYPES, ModelGraph
 
 #: ops ONNX Runtime never constant-folds (their output differs from call to call)
 NOT_FOLDABLE = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                           "Bernoulli", "Dropout"})
-_FLOAT_TYPES = {"float32", "float16", "bfloat16", "float64"}
 
 
 def fold_weight_subgraphs(graph: ModelGraph) -> int:
@@ -29,18 +28,18 @@ def fold_weight_subgraphs(graph: ModelGraph) -> int:
     A folded node keeps its FLOPs (what it computes) but reads, writes and holds nothing per inference
     (:attr:`Node.is_constant` becomes true); the first consumer of a folded tensor counts its bytes as weight
     bytes instead of activation bytes (the runtime holds the folded copy, not the original). Idempotent.
+    The graph's ``peak_activation_bytes`` is the caller's to recompute (folded tensors are no activations):
+    the builder computes it once after folding, :func:`~inferperf.ir.build.upgrade_graph` after an upgrade.
     """
     folded: set[str] = set()
     weight_names: set[str] = set()  # weights already counted by some node (a shared weight is counted once)
-    for node in graph.nodes:
-        for t in node.inputs:
-            if t.is_weight and t.name:
-                weight_names.add(t.name)
     consumers: dict[str, list[int]] = defaultdict(list)
     for node in graph.nodes:
         for t in node.inputs:
             if t.name:
                 consumers[t.name].append(node.index)
+                if t.is_weight:
+                    weight_names.add(t.name)
     count = 0
     for node in graph.nodes:
         named = [t for t in node.inputs if t.name]
@@ -66,10 +65,6 @@ def fold_weight_subgraphs(graph: ModelGraph) -> int:
                 if name not in weight_names:
                     weight_names.add(name)
                     consumer.weight_bytes += t.nbytes
-                    if t.dtype in _FLOAT_TYPES:
+                    if t.dtype in FLOAT_DTYPES:
                         consumer.params += t.numel or 0
-    if count:
-        from inferperf.ir.build import peak_activation_bytes
-
-        graph.peak_activation_bytes = peak_activation_bytes(graph)
     return count

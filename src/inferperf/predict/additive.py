@@ -42,7 +42,7 @@ import numpy as np
 from inferperf.dataset import GraphDataset
 from inferperf.ir.features import OP_CATEGORIES, mac_kind, op_category
 from inferperf.ir.graph import ModelGraph
-from inferperf.predict.base import TARGETS, Prediction, Predictor, PredictorError, register
+from inferperf.predict.base import TARGETS, Predictor, PredictorError, register
 
 MAC_KINDS: tuple[str, ...] = ("conv_dense", "conv_depthwise", "conv_grouped", "matmul_weights",
                               "matmul_activations", "recurrent")
@@ -295,28 +295,15 @@ class AdditivePredictor(Predictor):
                     out[i, j] = np.log(max(float(row @ prices), _FLOOR))
         return out
 
-    def predict(
-        self,
-        graphs: Sequence[ModelGraph] | ModelGraph,
-        configs: Sequence[dict[str, Any]] | dict[str, Any],
-        device: dict[str, Any] | str,
-        mig_gpu: str | None = None,
-    ) -> list[Prediction]:
-        """As :meth:`Predictor.predict`, with ``breakdown["by_term"]``: the latency split into its priced cost
-        terms (ms, largest first) — what the model thinks the time goes to, e.g. weight-MatMul MACs vs
-        normalisation bytes; the terms sum to ``latency_ms``."""
-        preds = super().predict(graphs, configs, device, mig_gpu)
-        graph_list = [graphs] if isinstance(graphs, ModelGraph) else list(graphs)
-        config_list = [configs] * len(graph_list) if isinstance(configs, dict) else list(configs)
-        dev = self.resolve_device(device)
-        lat, _ = self._rows(graph_list, [dev] * len(graph_list))
-        for p, row, c in zip(preds, lat, config_list, strict=True):
-            prices = self._prices_for("latency_ms", c, dev)
-            if prices is None:
-                continue
-            terms = {col: float(v) for col, v in zip(LATENCY_COLUMNS, row * prices, strict=True) if v > 0}
-            p.breakdown = {**(p.breakdown or {}), "by_term": dict(sorted(terms.items(), key=lambda kv: -kv[1]))}
-        return preds
+    def _breakdown(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+        """``by_term``: the latency split into its priced cost terms (ms, largest first) — what the model thinks
+        the time goes to, e.g. weight-MatMul MACs vs normalisation bytes; the terms sum to ``latency_ms``."""
+        prices = self._prices_for("latency_ms", config, device)
+        if prices is None:
+            return {}
+        row = self._latency_row(graph, device)
+        terms = {col: float(v) for col, v in zip(LATENCY_COLUMNS, row * prices, strict=True) if v > 0}
+        return {"by_term": dict(sorted(terms.items(), key=lambda kv: -kv[1]))}
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
         return {"prices": self.prices_, "group_runs": self.group_runs_, "latency_columns": list(LATENCY_COLUMNS),

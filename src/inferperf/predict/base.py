@@ -548,6 +548,7 @@ class Predictor(ABC):
                     "the graph is unlike every training graph: the interval assumes it resembles them "
                     "and is likely too narrow"
                 )
+            breakdown.update(self._breakdown(graphs[i], configs[i], dev))
             out.append(
                 Prediction(
                     latency_ms=values["latency_ms"],
@@ -564,6 +565,11 @@ class Predictor(ABC):
                 )
             )
         return out
+
+    def _breakdown(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+        """What the predictor can say about where the time goes, merged into ``Prediction.breakdown`` (the
+        kernel-level predictors: their kernels; ``additive``: its cost terms); nothing by default."""
+        return {}
 
     def predict_dataset(self, dataset: GraphDataset) -> dict[str, np.ndarray]:
         """:meth:`predict_arrays` over a dataset's samples, with each sample's family as its group."""

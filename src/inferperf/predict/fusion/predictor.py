@@ -33,7 +33,7 @@ import numpy as np
 from inferperf.dataset.core import TARGETS, GraphDataset
 from inferperf.ir.features import edge_index
 from inferperf.ir.graph import ModelGraph
-from inferperf.predict.base import Prediction, Predictor, PredictorError, json_clean, register
+from inferperf.predict.base import Predictor, PredictorError, json_clean, register
 from inferperf.predict.fusion.data import (
     device_resource_vector,
     edge_examples,
@@ -146,22 +146,14 @@ class _KernelLevelPredictor(Predictor):
             out[:, TARGETS.index("latency_ms")] = np.where(lat > 0, np.log(np.maximum(lat, 1e-300)), np.nan)
         return out
 
-    def predict(self, graphs: Sequence[ModelGraph] | ModelGraph, configs: Sequence[dict[str, Any]] | dict[str, Any],
-                device: dict[str, Any] | str, mig_gpu: str | None = None) -> list[Prediction]:
-        """As :meth:`Predictor.predict`, with ``breakdown`` holding the predicted kernels: the top kernels by
-        time, the share of time per kernel type, the fixed overhead (they sum to ``latency_ms``)."""
-        preds = super().predict(graphs, configs, device, mig_gpu)
-        graph_list = [graphs] if isinstance(graphs, ModelGraph) else list(graphs)
-        config_list = [configs] * len(graph_list) if isinstance(configs, dict) else list(configs)
-        dev = self.resolve_device(device)
+    def _breakdown(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+        """The predicted kernels: the top kernels by time, the share of time per kernel type, the fixed overhead
+        (they sum to ``latency_ms``); the fused graph the prediction just computed, not a second one."""
         cache = getattr(self, "_last_explained_", {})
-        for p, g, c in zip(preds, graph_list, config_list, strict=True):
-            fused = cache.get((id(g), _config_key(c), str(dev.get("id"))))
-            if fused is None:
-                fused = self.explain(g, c, dev)
-            p.breakdown = {**(p.breakdown or {}), **fused.breakdown(self.top_kernels)}
-        self._last_explained_ = {}
-        return preds
+        fused = cache.pop((id(graph), _config_key(config), str(device.get("id"))), None)
+        if fused is None:
+            fused = self.explain(graph, config, device)
+        return fused.breakdown(self.top_kernels)
 
     def _fused_graph(self, graph: ModelGraph, kernels: list[list[int]], raw_ms: np.ndarray, types: list[str],
                      tops: list[list[tuple[str, float]]], fused_edges: int, executed: np.ndarray) -> FusedGraph:
