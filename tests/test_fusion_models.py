@@ -152,3 +152,50 @@ def test_evaluation_reports_fusion_kernels_and_shares(toy: GraphDataset) -> None
     assert shares["status"] == "ok" and set(shares["shares"]) == {"0.5", "1.0"}
     one = GraphDataset([s for s in toy if s.config["intra_op_threads"] == 1])
     assert share_holdout(one, "rule-kernel")["status"] == "skipped"
+
+
+# ---------------------------------------------------------------------------------------------- aggregator
+def test_overhead_model_learns_a_negative_per_kernel_cost_and_floors_kernels() -> None:
+    """The profiler adds a few µs to every kernel: the unprofiled run is faster than the profiled kernel sum,
+    so the per-kernel term must be allowed below zero (it was clamped at 0 and the scale absorbed it)."""
+    from inferperf.predict.fusion.predictor import OverheadModel
+
+    rng = np.random.default_rng(0)
+    sums = rng.uniform(0.05, 20.0, 200)
+    counts = rng.integers(2, 400, 200).astype(float)
+    latency = 0.97 * sums - 0.0025 * counts + 0.004
+    ok = latency > 0
+    model = OverheadModel().fit(sums[ok], counts[ok], latency[ok])
+    assert model.b == pytest.approx(-0.0025, rel=0.05)
+    assert model.a == pytest.approx(0.97, rel=0.02)
+    assert model.c == pytest.approx(0.004, rel=0.2)
+    assert model.c >= 0 and model.a > 0
+    # a kernel shorter than the profiler's cost keeps a tenth of its scaled time instead of going negative
+    ms = model.kernel_ms(np.array([0.001, 1.0]))
+    assert ms[0] == pytest.approx(OverheadModel.FLOOR * model.a * 0.001)
+    assert ms[1] == pytest.approx(model.a * 1.0 + model.b)
+    # too few runs: the kernel sum is trusted as is
+    few = OverheadModel().fit(sums[:3], counts[:3], latency[:3])
+    assert (few.a, few.b, few.c) == (1.0, 0.0, 0.0)
+
+
+def test_edge_classifier_trained_on_other_edge_features_is_refused(tmp_path: Path) -> None:
+    from inferperf.predict.base import PredictorError
+
+    rng = random.Random(5)
+    device = {"id": "d", "features": {"cpu_logical_cpus": 2.0}}
+    config = {"intra_op_threads": 1, "opt_level": "all"}
+    train = []
+    for k in range(6):
+        g, y = _random_graph(rng, k)
+        train.append(EdgeExample(g, config, device, y, np.ones(len(g.nodes), dtype=bool), "syn", g.name))
+    clf = EdgeClassifier(hidden=8, lstm_hidden=8, epochs=1, batch_size=4, seed=0).fit(train)
+    state = clf.save(tmp_path)
+    assert EdgeClassifier.load(tmp_path, state).predict_proba([(train[0].graph, config, device)])
+    older = {**state, "edge_features": state["edge_features"][:-1]}
+    with pytest.raises(PredictorError, match="other edge features"):
+        EdgeClassifier.load(tmp_path, older)
+    legacy = {k: v for k, v in state.items() if k != "edge_features"}
+    legacy["edge_mean"] = legacy["edge_mean"][:-1]
+    with pytest.raises(PredictorError, match="train it again"):
+        EdgeClassifier.load(tmp_path, legacy)

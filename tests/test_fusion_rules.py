@@ -172,3 +172,25 @@ def test_the_rules_verdict_is_an_edge_feature_of_the_learned_classifier():
     np.testing.assert_array_equal(edge_features(graph)[:, col], rules.astype(np.float32))
     # with optimisation off nothing fuses, and the feature says so
     assert not edge_features(graph, {"opt_level": "disable"})[:, col].any()
+
+
+def test_gelu_core_nearness_marks_the_neighbourhood_of_erf_and_tanh_only() -> None:
+    """The Mul → Add of a tanh GELU is fused, the Mul → Add of a layer scale is not: the feature that tells
+    them apart decays with hops from the Erf / Tanh and is 0 beyond three."""
+    from inferperf.ir.graph import Edge, ModelGraph, Node, TensorInfo
+    from inferperf.predict.fusion.data import EDGE_FEATURE_NAMES, edge_features, gelu_core_nearness
+
+    ops = ["Mul", "Add", "Mul", "Tanh", "Add", "Mul", "Relu", "Relu", "Mul", "Add"]
+    shape = (1, 8)
+    nodes = [Node(i, f"n{i}", op, "", {}, [TensorInfo(f"t{i - 1}" if i else "x", shape, "float32")],
+                  [TensorInfo(f"t{i}", shape, "float32")]) for i, op in enumerate(ops)]
+    edges = [Edge(i - 1, i, f"t{i - 1}", 32) for i in range(1, len(ops))]
+    graph = ModelGraph("chain", nodes, edges, [TensorInfo("x", shape, "float32")],
+                       [TensorInfo(f"t{len(ops) - 1}", shape, "float32")], 17)
+    near = gelu_core_nearness(graph)
+    assert near[3] == 1.0 and near[2] == near[4] == 0.5 and near[0] == near[6] == 0.25
+    assert near[8] == near[9] == 0.0  # the Mul → Add at the end is four or more hops away
+    col = edge_features(graph)[:, EDGE_FEATURE_NAMES.index("near_gelu_core")]
+    assert col[0] == pytest.approx(1 / 3) and col[-1] == 0.0
+    plain = ModelGraph("plain", nodes[:2], edges[:1], graph.inputs, [TensorInfo("t1", shape, "float32")], 17)
+    assert not gelu_core_nearness(plain).any()

@@ -322,13 +322,20 @@ class EdgeClassifier:
         torch.save(self.model_.state_dict(), directory / name)
         return {"weights": name, "params": self.params(), "scaler": self.scaler_.state(),
                 "edge_mean": self.edge_mean_.tolist(), "edge_scale": self.edge_scale_.tolist(),
-                "best_dev_accuracy": self.best_dev_accuracy_,
+                "edge_features": list(EDGE_FEATURE_NAMES), "best_dev_accuracy": self.best_dev_accuracy_,
                 "history": [h for h in self.history_ if h["epoch"] == len(self.history_) - 1]}
 
     @classmethod
     def load(cls, directory: Path, state: dict[str, Any]) -> EdgeClassifier:
         import torch
 
+        saved = state.get("edge_features")
+        if (list(saved) if saved else len(state["edge_mean"])) != (
+                list(EDGE_FEATURE_NAMES) if saved else len(EDGE_FEATURE_NAMES)):
+            from inferperf.predict.base import PredictorError
+
+            raise PredictorError(f"{directory}: the fusion edge classifier was trained on other edge features than "
+                                 "this version computes; train it again (inferperf train --predictor fusion-kernel)")
         obj = cls(**state["params"])
         obj.scaler_ = _ColumnScaler.from_state(state["scaler"])
         obj.edge_mean_ = np.asarray(state["edge_mean"], dtype=np.float32)
