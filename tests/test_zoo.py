@@ -189,6 +189,28 @@ def test_macs_and_weights_estimates_match_the_built_module(family: str) -> None:
         assert _counted_macs(module, inputs) == pytest.approx(expected, rel=1e-3), e.key
 
 
+@pytest.mark.parametrize("family", SYNTHETIC)
+def test_no_two_weight_tensors_of_a_model_are_copies(family: str) -> None:
+    """Copied layers (nn.TransformerEncoder deep-copies its layer) are stored once by the ONNX exporter, and
+    the runtime's memory is then that of a much smaller model than the graph says; constant-initialised
+    tensors (norm scales, zero biases) repeat by design and are not counted."""
+    import hashlib
+
+    entry = sorted(_first(family, 6), key=lambda e: e.macs)[0]
+    module, _ = entry.build()
+    digests = [hashlib.sha256(p.detach().numpy().tobytes()).hexdigest() for p in module.parameters()
+               if p.numel() > 1 and float(p.min()) != float(p.max())]
+    assert len(digests) == len(set(digests)), entry.key
+
+
+def test_grid_keys_carry_the_generator_revision() -> None:
+    from inferperf.zoo import find_entry
+
+    entry = _first("canonical_transformer", 1)[0]
+    assert entry.key.endswith("-v2-b1")  # revision 2: a collection measures the new models, not "done"
+    assert find_entry(entry.key).params == entry.params
+
+
 # ------------------------------------------------------------------------------------------------ builds
 
 

@@ -152,8 +152,14 @@ class CanonicalTransformer(_Grid):
             out.append({"layers": n, "dim": d, "heads": heads, "seq_len": s, "macs": macs, "weights": weights})
         return out
 
+    #: bumped when the models of a grid point change: the stem (and so the zoo key, the run keys and the model
+    #: names) carries it, so a collection measures the new models instead of skipping their points as done.
+    #: 2: each layer's weights drawn separately (in 1 all layers were copies of one; the exported model stored
+    #: them once, and the measured memory was that of a model 1/N its size).
+    revision = 2
+
     def stem(self, params: dict[str, Any]) -> str:
-        return f"l{params['layers']}-d{params['dim']}-h{params['heads']}-s{params['seq_len']}"
+        return f"l{params['layers']}-d{params['dim']}-h{params['heads']}-s{params['seq_len']}-v{self.revision}"
 
     def build_module(self, params: dict[str, Any], batch_size: int, seed: int) -> tuple[Any, dict[str, Any]]:
         import torch

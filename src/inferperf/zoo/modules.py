@@ -356,6 +356,13 @@ class TransformerStack(nn.Module):
         super().__init__()
         layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # nn.TransformerEncoder deep-copies its layer, so every layer would hold the same weights; the ONNX
+        # exporter then stores them once and the runtime's memory is that of a model 1/N its size. Draw
+        # each layer's weights separately (from the global RNG the zoo seeds before building).
+        for block in self.encoder.layers:
+            block.self_attn._reset_parameters()
+            block.linear1.reset_parameters()
+            block.linear2.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
