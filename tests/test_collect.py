@@ -20,10 +20,13 @@ def home(tmp_path, monkeypatch):
 
 def test_collect_stores_runs_and_resumes(home):
     opts = CollectOptions(zoo="random", limit=3, families=["mlp", "plain_cnn", "random_dag"], max_time_s=0.3,
-                          graph_budget_s=120, max_background=64.0)
+                          graph_budget_s=120, max_background=64.0, probe_every=2)
     seen = []
     first = collect(opts, progress=seen.append)
     assert first.planned == 3 and first.measured + first.failed == 3 and first.failed == 0
+    # the speed probe ran before graphs 1 and 3, on the measurement worker
+    assert len(first.speed_probe_ms) == 2 and all(ms > 0 for ms in first.speed_probe_ms)
+    assert first.to_dict()["speed_probe_ms"]["n"] == 2
     assert [s["done"] for s in seen] == [1, 2, 3]
     with PerfDB.open(None) as db:
         runs = db.list_runs()
@@ -36,6 +39,9 @@ def test_collect_stores_runs_and_resumes(home):
             # the machine's other load during the timed phase is recorded with every attempt
             (load,) = full["provenance"]["background_attempts"]
             assert load is None or 0.0 <= load < 64.0
+            # and the machine's speed: the latest probe reading, with its age
+            probe = full["provenance"]["speed_probe"]
+            assert probe["version"] >= 1 and probe["median_ms"] in first.speed_probe_ms and probe["age_s"] >= 0
         families = {m["family"] for m in db.list_models()}
         assert families == {"mlp", "plain_cnn", "random_dag"}
     # graph JSON kept beside the content-addressed store; weights dropped by default

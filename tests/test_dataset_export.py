@@ -520,3 +520,16 @@ def test_a_run_timed_on_a_busy_machine_is_not_trusted():
 
     assert trusted_label({"status": "ok", "valid": True, "background_cpu": 0.05})
     assert not trusted_label({"status": "ok", "valid": True, "background_cpu": 0.9})
+
+
+def test_run_row_exports_the_speed_probe_of_this_probe_version_only() -> None:
+    from inferperf.dataset.export import run_row
+    from inferperf.measure.speed_probe import PROBE_VERSION
+
+    run = {**make_run(), "id": 1}
+    run["provenance"]["speed_probe"] = {"version": PROBE_VERSION, "median_ms": 0.93, "age_s": 4.0}
+    assert run_row(run, "k", "g", "mlp")["speed_probe_ms"] == 0.93
+    run["provenance"]["speed_probe"]["version"] = PROBE_VERSION + 1  # another workload: not comparable
+    assert run_row(run, "k", "g", "mlp")["speed_probe_ms"] is None
+    del run["provenance"]["speed_probe"]  # collected before the probe existed
+    assert run_row(run, "k", "g", "mlp")["speed_probe_ms"] is None

@@ -73,6 +73,8 @@ def collect(
     max_background: float = typer.Option(
         0.3, help="Wait until other processes use at most this many cores before measuring, and measure again "
                   "when they used more (negative: do not check)."),
+    probe_every: int = typer.Option(20, min=0, help="Time the fixed speed probe every N graphs and store the latest "
+                                                   "reading with each run (machine-speed drift; 0 = never)."),
     db: str = typer.Option(None, "--db", help="PerfDB URL or SQLite path."),
     as_json: bool = typer.Option(False, "--json", help="Print the collection report as JSON."),
 ) -> None:
@@ -100,7 +102,7 @@ def collect(
         seed=seed, profile=profile, graph_budget_s=graph_budget, max_time_s=max_time, pipeline=pipeline,
         retry_failed=retry_failed, retry_unstable=retry_unstable, retry_disturbed=retry_disturbed,
         keep_files=keep_files, db=db,
-        max_background=max_background if max_background >= 0 else None,
+        max_background=max_background if max_background >= 0 else None, probe_every=probe_every,
     )
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -124,3 +126,7 @@ def collect(
                f"failed {out['failed']}, unstable {out['unstable']}, re-measured on a busy machine "
                f"{out['remeasured']} in {out['wall_s']:.0f} s"
                + (f" ({rate:.0f} graphs/hour)" if rate else ""))
+    probe = out.get("speed_probe_ms")
+    if probe and probe["n"] > 1:
+        typer.echo(f"speed probe: {probe['n']} readings, median {probe['median']:.3f} ms, max/min "
+                   f"{probe['max'] / min(r for r in report.speed_probe_ms):.2f} (machine-speed drift over the run)")

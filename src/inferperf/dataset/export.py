@@ -44,6 +44,7 @@ from inferperf.dataset.parquet import (
 from inferperf.errors import InferperfError
 from inferperf.ir.build import BUILD_VERSION, upgrade_graph
 from inferperf.ir.graph import ModelGraph
+from inferperf.measure.speed_probe import PROBE_VERSION
 from inferperf.store.paths import file_sha256, model_file_path
 
 if TYPE_CHECKING:
@@ -248,6 +249,9 @@ def run_row(run: Mapping[str, Any], key: str, group: str, family: str) -> dict[s
     provenance = run.get("provenance") or {}
     row["memory_method"] = provenance.get("memory_method")
     row["background_cpu"] = provenance.get("background_cpu")
+    probe = provenance.get("speed_probe") or {}
+    # a median of another probe version times another workload: not comparable, so not exported as one
+    row["speed_probe_ms"] = probe.get("median_ms") if probe.get("version") == PROBE_VERSION else None
     return row
 
 

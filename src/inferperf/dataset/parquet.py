@@ -153,6 +153,7 @@ RUNS_SCHEMA = pa.schema(
         ("n_kernels", pa.int32()),
         ("n_fusion_edges", pa.int32()),
         ("background_cpu", pa.float64()),
+        ("speed_probe_ms", pa.float64()),  # the machine's speed when the run was timed (measure.speed_probe)
     ]
 )
 

@@ -52,6 +52,9 @@ class CollectOptions:
     max_background: float | None = 0.3
     quiet_retries: int = 2
     quiet_timeout_s: float = 600.0
+    #: time the speed probe (:mod:`inferperf.measure.speed_probe`) before the first graph and then every
+    #: this many graphs, and store the latest reading with every run; 0 = never
+    probe_every: int = 20
 
 
 @dataclass
@@ -64,6 +67,7 @@ class CollectReport:
     remeasured: int = 0
     disturbed: int = 0
     quiet_wait_s: float = 0.0
+    speed_probe_ms: list[float] = field(default_factory=list)
     graph_seconds: list[float] = field(default_factory=list)
     export_seconds: list[float] = field(default_factory=list)
     measure_seconds: list[float] = field(default_factory=list)
@@ -87,6 +91,8 @@ class CollectReport:
             "quiet_wait_s": self.quiet_wait_s, "families": self.families, "wall_s": self.wall_s,
             "graphs_per_hour": graphs_per_hour, "graph_s": dist(self.graph_seconds),
             "export_s": dist(self.export_seconds), "measure_s": dist(self.measure_seconds),
+            # the machine's speed over the collection: a max/min far above 1 means labels drifted with it
+            "speed_probe_ms": dist(self.speed_probe_ms),
         }
 
 
@@ -109,6 +115,7 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
     from inferperf.measure.config import ProtocolConfig, RunConfig
     from inferperf.measure.protocol import library_versions
     from inferperf.measure.result import Measurement
+    from inferperf.measure.speed_probe import probe_reading
     from inferperf.store import PerfDB
     from inferperf.zoo import iter_zoo
 
@@ -145,8 +152,13 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
         try:
             if todo:
                 exporter.submit({"entry": todo[0].to_dict()})
+            probe: dict[str, Any] | None = None
             for i, entry in enumerate(todo):
                 t_graph = time.perf_counter()
+                if options.probe_every > 0 and i % options.probe_every == 0:
+                    probe = _speed_probe(measurer, max(options.threads), options.graph_budget_s) or probe
+                    if probe is not None and probe["at"] >= time.time() - 1.0:
+                        report.speed_probe_ms.append(probe["median_ms"])
                 exported = exporter.result(options.graph_budget_s)
                 if i + 1 < len(todo) and options.pipeline:
                     exporter.submit({"entry": todo[i + 1].to_dict()})
@@ -176,6 +188,9 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
                         "zoo_key": entry.key, "pipelined": options.pipeline, "measure_cores": measure_cores,
                         "export_cores": export_cores, "seed": options.seed,
                     }
+                    reading = probe_reading(probe)
+                    if reading is not None:
+                        record["provenance"]["speed_probe"] = reading
                     db.add_run(record, model_id, device_id, env_id, config_key=key)
                     if record["status"] in ("failed", "timeout", "crashed"):
                         report.failed += 1
@@ -196,6 +211,12 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
             measurer.close()
     report.wall_s = time.perf_counter() - started
     return report
+
+
+def _speed_probe(measurer: Any, threads: int, timeout_s: float) -> dict[str, Any] | None:
+    """The probe on the measurement worker's core; None if it failed (the collection goes on without it)."""
+    outcome = measurer.run({"speed_probe": {"threads": threads}}, timeout_s)
+    return outcome.value if outcome.status == "ok" else None
 
 
 def _measure_quietly(measurer: Any, task: dict[str, Any], cfg: Any, protocol: Any, options: CollectOptions,

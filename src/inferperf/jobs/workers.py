@@ -7,7 +7,8 @@ kill) or exceeds its timeout is answered with an error outcome; the child is kil
 caller never dies with it.
 
 Two kinds of work run in workers: ``export`` (build a zoo entry in torch and export it to ONNX, plus its
-ModelGraph JSON) and ``measure`` (the measurement protocol on one ONNX file).
+ModelGraph JSON) and ``measure`` (the measurement protocol on one ONNX file, or the speed probe of
+:mod:`inferperf.measure.speed_probe`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ def _call(request: dict[str, Any]) -> Any:
 def _measure(request: dict[str, Any]) -> dict[str, Any]:
     from inferperf.measure.config import ProtocolConfig, RunConfig
     from inferperf.measure.protocol import run_measurement
+
+    if "speed_probe" in request:  # the machine's speed, on the measurement's own core (measure.speed_probe)
+        from inferperf.measure.speed_probe import measure_speed_probe
+
+        return measure_speed_probe(**request["speed_probe"])
 
     config = RunConfig.from_dict(request["config"])
     protocol = ProtocolConfig.from_dict(request["protocol"])
