@@ -2,8 +2,8 @@
 
 Why: a long collection on a shared VM spans hours and sessions, and the machine's speed drifts under it
 (host load, frequency, noisy neighbours). Measured in the reference data: residuals of one cost model fitted
-on every run, per family, were +13% in the collection hours 21–22 h and −1% at 01 h, and in 28 of 36
-families the runs collected first sat higher than those collected later (docs/dataset.md). The
+on every run were +13% (median) in the collection hours 21–22 h and −1% at 01 h, and in 30 of 36 families
+the runs collected first sat higher than those collected later (benchmarks/label_drift.py). The
 background-load check cannot see that: it measures other processes *in* the VM, not the host. A drift that
 shifts whole families is the worst kind of label noise for leave-one-family-out evaluation.
 
