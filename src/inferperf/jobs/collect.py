@@ -156,9 +156,10 @@ def collect(options: CollectOptions, progress: Callable[[dict[str, Any]], None] 
             for i, entry in enumerate(todo):
                 t_graph = time.perf_counter()
                 if options.probe_every > 0 and i % options.probe_every == 0:
-                    probe = _speed_probe(measurer, max(options.threads), options.graph_budget_s) or probe
-                    if probe is not None and probe["at"] >= time.time() - 1.0:
-                        report.speed_probe_ms.append(probe["median_ms"])
+                    fresh = _speed_probe(measurer, max(options.threads), options.graph_budget_s)
+                    if fresh is not None:  # a failed probe keeps the previous reading (its age says so)
+                        probe = fresh
+                        report.speed_probe_ms.append(fresh["median_ms"])
                 exported = exporter.result(options.graph_budget_s)
                 if i + 1 < len(todo) and options.pipeline:
                     exporter.submit({"entry": todo[i + 1].to_dict()})

@@ -318,6 +318,9 @@ def gelu_core_nearness(graph: ModelGraph) -> np.ndarray:
     as MobileBERT's NoNorm, PoolFormer's layer scale + residual or a rotary embedding — and in the
     reference data that was the largest source of wrong fusion predictions (spurious Mul → Add / Add → Mul,
     2,700 of 153,000 edges on held-out families), because one attention layer sees one hop of the pattern.
+    Measured with it (1,600 runs, 6 folds): fusion accuracy 96.5%, but MobileBERT's NoNorm edges, which are
+    nowhere near a GELU, are still predicted fused — a final-layer input cannot veto what the embeddings of
+    the two endpoints say (docs/fusion.md).
     """
     n = len(graph.nodes)
     dist = np.full(n, np.inf)

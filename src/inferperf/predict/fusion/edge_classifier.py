@@ -329,9 +329,10 @@ class EdgeClassifier:
     def load(cls, directory: Path, state: dict[str, Any]) -> EdgeClassifier:
         import torch
 
-        saved = state.get("edge_features")
-        if (list(saved) if saved else len(state["edge_mean"])) != (
-                list(EDGE_FEATURE_NAMES) if saved else len(EDGE_FEATURE_NAMES)):
+        saved = state.get("edge_features")  # older artifacts did not name them: their count must match
+        compatible = (list(saved) == list(EDGE_FEATURE_NAMES) if saved
+                      else len(state["edge_mean"]) == len(EDGE_FEATURE_NAMES))
+        if not compatible:
             from inferperf.predict.base import PredictorError
 
             raise PredictorError(f"{directory}: the fusion edge classifier was trained on other edge features than "
