@@ -14,6 +14,7 @@ import pytest
 from inferperf.dataset.core import Sample
 from inferperf.ir.build import build_graph
 from inferperf.predict.fusion.data import (
+    STRUCTURAL_FEATURE_NAMES,
     compute_share,
     edge_examples,
     graph_labels,
@@ -105,6 +106,7 @@ def test_structural_features_mark_static_shape_chains() -> None:
     assert {g.nodes[i].op_type for i in range(4)} == {"Shape", "Gather", "Unsqueeze", "Concat"}
     assert static == {g.nodes[i].name for i in range(4)}
     assert feats[:, 2].sum() == 1.0  # one node produces the graph output
+    assert not feats[:, STRUCTURAL_FEATURE_NAMES.index("near_gelu_core")].any()  # no Erf / Tanh in an MLP
 
 
 def test_examples_merge_repeated_runs(attention_sample: Sample) -> None:

@@ -193,8 +193,11 @@ def test_edge_classifier_trained_on_other_edge_features_is_refused(tmp_path: Pat
     state = clf.save(tmp_path)
     assert EdgeClassifier.load(tmp_path, state).predict_proba([(train[0].graph, config, device)])
     older = {**state, "edge_features": state["edge_features"][:-1]}
-    with pytest.raises(PredictorError, match="other edge features"):
+    with pytest.raises(PredictorError, match="other edge or node features"):
         EdgeClassifier.load(tmp_path, older)
+    fewer_nodes = {**state, "structural_features": state["structural_features"][:-1]}
+    with pytest.raises(PredictorError, match="train it again"):
+        EdgeClassifier.load(tmp_path, fewer_nodes)
     legacy = {k: v for k, v in state.items() if k != "edge_features"}
     legacy["edge_mean"] = legacy["edge_mean"][:-1]
     with pytest.raises(PredictorError, match="train it again"):

@@ -36,6 +36,7 @@ from inferperf.ir.graph import ModelGraph
 from inferperf.predict.features import NODE_FEATURES
 from inferperf.predict.fusion.data import (
     EDGE_FEATURE_NAMES,
+    STRUCTURAL_FEATURE_NAMES,
     EdgeExample,
     edge_features,
     resource_features,
@@ -322,7 +323,8 @@ class EdgeClassifier:
         torch.save(self.model_.state_dict(), directory / name)
         return {"weights": name, "params": self.params(), "scaler": self.scaler_.state(),
                 "edge_mean": self.edge_mean_.tolist(), "edge_scale": self.edge_scale_.tolist(),
-                "edge_features": list(EDGE_FEATURE_NAMES), "best_dev_accuracy": self.best_dev_accuracy_,
+                "edge_features": list(EDGE_FEATURE_NAMES), "structural_features": list(STRUCTURAL_FEATURE_NAMES),
+                "best_dev_accuracy": self.best_dev_accuracy_,
                 "history": [h for h in self.history_ if h["epoch"] == len(self.history_) - 1]}
 
     @classmethod
@@ -332,11 +334,13 @@ class EdgeClassifier:
         saved = state.get("edge_features")  # older artifacts did not name them: their count must match
         compatible = (list(saved) == list(EDGE_FEATURE_NAMES) if saved
                       else len(state["edge_mean"]) == len(EDGE_FEATURE_NAMES))
+        compatible &= list(state.get("structural_features") or []) == list(STRUCTURAL_FEATURE_NAMES)
         if not compatible:
             from inferperf.predict.base import PredictorError
 
-            raise PredictorError(f"{directory}: the fusion edge classifier was trained on other edge features than "
-                                 "this version computes; train it again (inferperf train --predictor fusion-kernel)")
+            raise PredictorError(f"{directory}: the fusion edge classifier was trained on other edge or node features "
+                                 "than this version computes; train it again (inferperf train --predictor "
+                                 "fusion-kernel)")
         obj = cls(**state["params"])
         obj.scaler_ = _ColumnScaler.from_state(state["scaler"])
         obj.edge_mean_ = np.asarray(state["edge_mean"], dtype=np.float32)
