@@ -129,4 +129,4 @@ def collect(
     probe = out.get("speed_probe_ms")
     if probe and probe["n"] > 1:
         typer.echo(f"speed probe: {probe['n']} readings, median {probe['median']:.3f} ms, max/min "
-                   f"{probe['max'] / min(r for r in report.speed_probe_ms):.2f} (machine-speed drift over the run)")
+                   f"{probe['max'] / min(report.speed_probe_ms):.2f} (machine-speed drift over the run)")

@@ -14,10 +14,10 @@ from typing import Any
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
-#: bytes per element of ONNX tensor element types, by name
 #: element types whose weights count as parameters (``Node.params``)
 FLOAT_DTYPES = frozenset({"float32", "float16", "bfloat16", "float64"})
 
+#: bytes per element of ONNX tensor element types, by name
 DTYPE_BYTES: dict[str, int] = {
     "float32": 4,
     "float16": 2,

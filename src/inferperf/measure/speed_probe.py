@@ -38,7 +38,7 @@ def probe_model_bytes() -> bytes:
     inits, nodes = [], []
     prev = "x"
     for i in range(_LAYERS):
-        # scale 1/sqrt(width) keeps activations O(1) through the ReLUs: no denormals, no overflow
+        # He scale √(2/width) keeps activations O(1) through the ReLUs: no denormals, no overflow
         w = (rng.standard_normal((_WIDTH, _WIDTH)) * (2.0 / _WIDTH) ** 0.5).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
         nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
