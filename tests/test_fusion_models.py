@@ -174,6 +174,8 @@ def test_overhead_model_learns_a_negative_per_kernel_cost_and_floors_kernels() -
     ms = model.kernel_ms(np.array([0.001, 1.0]))
     assert ms[0] == pytest.approx(OverheadModel.FLOOR * model.a * 0.001)
     assert ms[1] == pytest.approx(model.a * 1.0 + model.b)
+    # clamped (the aggregator before 2026-11-23): b cannot go below zero, so the scale absorbs it
+    assert OverheadModel().fit(sums[ok], counts[ok], latency[ok], signed_per_kernel=False).b == 0.0
     # too few runs: the kernel sum is trusted as is
     few = OverheadModel().fit(sums[:3], counts[:3], latency[:3])
     assert (few.a, few.b, few.c) == (1.0, 0.0, 0.0)

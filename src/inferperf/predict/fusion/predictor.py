@@ -59,8 +59,10 @@ class OverheadModel:
     def __init__(self, a: float = 1.0, b: float = 0.0, c: float = 0.0, n: int = 0) -> None:
         self.a, self.b, self.c, self.n = a, b, c, n
 
-    def fit(self, kernel_sums: np.ndarray, counts: np.ndarray, latency: np.ndarray, iters: int = 20
-            ) -> OverheadModel:
+    def fit(self, kernel_sums: np.ndarray, counts: np.ndarray, latency: np.ndarray, iters: int = 20,
+            signed_per_kernel: bool = True) -> OverheadModel:
+        """``signed_per_kernel=False`` clamps ``b`` at zero, as the aggregator did before 2026-11-23 (kept to
+        measure what the sign is worth: ``benchmarks/kernel_sum_overhead.py``)."""
         from scipy.optimize import nnls
 
         s, k, lat = (np.asarray(v, dtype=np.float64) for v in (kernel_sums, counts, latency))
@@ -71,7 +73,7 @@ class OverheadModel:
             self.a, self.b, self.c = 1.0, 0.0, 0.0
             return self
         # b = b⁺ − b⁻ keeps the problem a non-negative least squares one
-        design = np.column_stack([s, k, -k, np.ones_like(s)]) / lat[:, None]
+        design = np.column_stack([s, k, -k if signed_per_kernel else np.zeros_like(k), np.ones_like(s)]) / lat[:, None]
         target = np.ones_like(s)
         weights = np.ones_like(s)
         coef = np.array([1.0, 0.0, 0.0, 0.0])
