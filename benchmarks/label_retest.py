@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,31 +31,23 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
-_COLUMNS = ("config_key", "status", "valid", "p50_ms", "ci95_lo_ms", "ci95_hi_ms", "n_samples", "provenance",
-            "created_at", "model_id")
+def _runs(db_url: str) -> dict[str, dict[str, Any]]:
+    """Run key → the run's dataset row (``runs.parquet`` shape, what ``trusted_label`` reads), timed runs only."""
+    from inferperf.dataset.export import run_row
+    from inferperf.store import PerfDB
 
-
-def _runs(db: Path) -> dict[str, dict[str, Any]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE p50_ms IS NOT NULL").fetchall()
-        families = dict(con.execute("SELECT id, family FROM models").fetchall())
-    finally:
-        con.close()
     out = {}
-    for r in rows:
-        d = dict(zip(_COLUMNS, r, strict=True))
-        prov = json.loads(d["provenance"] or "{}") if isinstance(d["provenance"], str) else (d["provenance"] or {})
-        d["background_cpu"] = prov.get("background_cpu")
-        d["family"] = families.get(d["model_id"])
-        d["latency_p50_ms"] = d["p50_ms"]
-        out[d["config_key"]] = d
+    with PerfDB.open(db_url) as db:
+        for run in db.iter_runs_for_export():
+            row = run_row(run, "", "", run["model_info"].get("family") or "?")
+            if row.get("latency_p50_ms"):
+                out[run["config_key"]] = row
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", default="/work/refhome2/perf.db", help="the reference collection's perf.db")
+    ap.add_argument("--reference", default="/work/refhome2/perf.db", help="reference PerfDB (path or URL)")
     ap.add_argument("--home", default="/tmp/inferperf-retest", help="fresh INFERPERF_HOME for the re-measurement")
     ap.add_argument("--per-family", type=int, default=3)
     ap.add_argument("--zoo", default="all")
@@ -74,12 +65,12 @@ def main() -> int:
         cmd = ["taskset", "-c", "0", cli, "collect", "--zoo", args.zoo, "--per-family", str(args.per_family),
                "--batch", "1", "--json"]
         subprocess.run(cmd, check=True, env={**os.environ, "INFERPERF_HOME": str(home)}, stdout=subprocess.DEVNULL)
-    new, ref = _runs(home / "perf.db"), _runs(Path(args.reference))
+    new, ref = _runs(str(home / "perf.db")), _runs(args.reference)
     pairs = [(ref[k], new[k]) for k in new if k in ref]
     per_family: dict[str, list[tuple[float, bool]]] = {}
     for old, now in pairs:
         both = trusted_label(old) and trusted_label(now)
-        per_family.setdefault(old["family"] or "?", []).append((now["p50_ms"] / old["p50_ms"], both))
+        per_family.setdefault(old["family"], []).append((now["latency_p50_ms"] / old["latency_p50_ms"], both))
 
     def summary(values: list[tuple[float, bool]], trusted_only: bool) -> dict[str, Any]:
         r = np.array([v for v, t in values if t or not trusted_only])
