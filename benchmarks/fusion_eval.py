@@ -9,7 +9,9 @@ never saw it):
 - end-to-end latency MAPE, RMSPE, ErrBound(0.1), per family and averaged over families, for the
   kernel-level predictors and the graph-level GNN (``gnn-sage``) fitted on the same folds — on all runs,
   and on the runs the measurement protocol marked valid (the rest hit the CV limit on the shared machine);
-- held-out compute shares (needs runs at several thread counts; reported as skipped otherwise);
+- end-to-end figures per compute share for the families measured at several thread counts (the family is
+  unseen, the share is not), and held-out compute shares: every run at one share left out of training
+  (needs runs at several thread counts; reported as skipped otherwise);
 - co-location slowdown MAPE on unseen pairs/trios (``--colocation DIR`` to evaluate a dataset,
   ``--collect-colocation`` to measure a small one first from zoo graphs).
 
@@ -83,6 +85,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--predictors", default="fusion-kernel,rule-kernel,gnn-sage")
     ap.add_argument("--limit", type=int, default=None, help="use at most this many runs")
+    ap.add_argument("--per-family", type=int, default=None,
+                    help="use each family's first N graphs (with all their runs: every thread count)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for training")
     ap.add_argument("--colocation", default=None, help="evaluate this co-location dataset directory")
     ap.add_argument("--collect-colocation", action="store_true", help="measure a small pair/trio dataset first")
@@ -115,7 +119,8 @@ def main() -> int:
         hparams["gnn-sage"] = {"threads": args.threads}
 
     if not args.skip_lofo:
-        dataset, load_report = load_perfdb(args.db, home=args.home, limit=args.limit)
+        dataset, load_report = load_perfdb(args.db, home=args.home, limit=args.limit,
+                                            per_family=args.per_family)
         result["data"] = {**load_report, "n_runs": len(dataset), "n_graphs": len(dataset.graph_keys()),
                           "n_families": len(dataset.families()),
                           "n_valid_runs": sum(1 for s in dataset if s.config.get("valid"))}

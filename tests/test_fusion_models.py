@@ -148,13 +148,49 @@ def test_evaluation_reports_fusion_kernels_and_shares(toy: GraphDataset) -> None
     assert summary["fusion_pooled"]["n"] == sum(int(np.isfinite(graph_labels(s).edge_fused).sum()) for s in toy)
     assert set(report["per_family"]["rule-kernel"]["e2e"]) == set(toy.families())
     assert summary["kernels_mean"]["type_top1"] == summary["kernels_mean"]["type_top5"]  # rules: one type
+    # every toy family is measured at 1 and 2 threads: each family's error is also given per share
+    e2e = report["per_family"]["rule-kernel"]["e2e"]
+    assert all(set(r["by_share"]) == {"0.5", "1.0"} for r in e2e.values())
+    assert set(summary["e2e_by_share"]) == {"0.5", "1.0"}
+    assert summary["e2e_by_share"]["0.5"]["runs"] == sum(1 for s in toy if s.config["intra_op_threads"] == 1)
     shares = share_holdout(toy, "rule-kernel", hparams={"n_estimators": 30})
     assert shares["status"] == "ok" and set(shares["shares"]) == {"0.5", "1.0"}
+    assert shares["extrapolation"] is True  # two shares: the held-out one is outside the training range
+    held = shares["shares"]["1.0"]
+    # every graph was measured at both shares: the share-blind and perfect-scaling references pair up with all
+    assert held["paired_runs"] == held["n_test"] == sum(1 for s in toy if s.config["intra_op_threads"] == 2)
+    one_thread = {s.graph_key: s.label("latency_ms") for s in toy if s.config["intra_op_threads"] == 1}
+    two = [s for s in toy if s.config["intra_op_threads"] == 2]
+    blind = np.mean([abs(one_thread[s.graph_key] / s.label("latency_ms") - 1) for s in two]) * 100
+    assert held["share_blind_on_paired"] == pytest.approx(blind)
     one = GraphDataset([s for s in toy if s.config["intra_op_threads"] == 1])
     assert share_holdout(one, "rule-kernel")["status"] == "skipped"
 
 
 # ---------------------------------------------------------------------------------------------- aggregator
+def test_aggregator_per_compute_share(toy: GraphDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs at 1 and 2 threads pay different per-kernel costs: each share measured often enough gets its own
+    aggregator, a share never measured the pooled one, and both survive save / load."""
+    from inferperf.predict.fusion.predictor import _KernelLevelPredictor
+
+    monkeypatch.setattr(_KernelLevelPredictor, "MIN_SHARE_RUNS", 4)
+    p = get_predictor("rule-kernel", n_estimators=20).fit(toy)
+    assert set(p.overhead_by_share_) == {"0.5000", "1.0000"}
+    s = toy[0]
+    one, two = ({**s.config, "intra_op_threads": t} for t in (1, 2))
+    assert p._overhead_for(one, s.device) is p.overhead_by_share_["0.5000"]
+    assert p._overhead_for(two, s.device) is p.overhead_by_share_["1.0000"]
+    unseen = {"id": s.device["id"], "features": {**s.device["features"], "cpu_logical_cpus": 8.0}}
+    assert p._overhead_for(one, unseen) is p.overhead_  # share 1/8: never measured
+    q = Predictor.load(p.save(tmp_path / "rk"))
+    assert {k: m.state() for k, m in q.overhead_by_share_.items()} == {
+        k: m.state() for k, m in p.overhead_by_share_.items()}
+    # one share in training: no per-share table, the pooled aggregator everywhere
+    single = get_predictor("rule-kernel", n_estimators=20).fit(
+        GraphDataset([x for x in toy if x.config["intra_op_threads"] == 1]))
+    assert single.overhead_by_share_ == {}
+
+
 def test_overhead_model_learns_a_negative_per_kernel_cost_and_floors_kernels() -> None:
     """The profiler adds a few µs to every kernel: the unprofiled run is faster than the profiled kernel sum,
     so the per-kernel term must be allowed below zero (it was clamped at 0 and the scale absorbed it)."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from inferperf.dataset import GraphDataset
-from inferperf.ir.graph import ModelGraph, Node, TensorInfo
+from inferperf.ir.graph import Edge, ModelGraph, Node, TensorInfo
 from inferperf.predict import get_predictor
 from inferperf.predict.additive import (
     LATENCY_COLUMNS,
@@ -16,6 +16,7 @@ from inferperf.predict.additive import (
     latency_row,
     nchwc_block,
     recurrent_reread_mb,
+    reorder_mb,
 )
 from inferperf.predict.synthetic import synthetic_dataset
 
@@ -116,6 +117,55 @@ def test_im2col_term_only_for_convolutions_that_miss_the_nchwc_path():
     # grouped: NCHWc when each group's channels fill blocks (64 / 4 = 16), im2col per group otherwise
     assert im2col_mb(_conv(64, 64, 3, 20, group=4), 16) == 0.0
     assert im2col_mb(_conv(48, 48, 3, 20, group=6), 16) == pytest.approx(6 * 8 * 9 * 400 * 4 / 1e6)
+
+
+def _chain(ops: list[tuple[str, tuple[int, ...], dict]], x: tuple[int, ...]) -> ModelGraph:
+    """A chain of ops; ``(op, output shape, attributes)``, a Conv's weight shape given as ``attributes["w"]``;
+    ``attributes["side"] = k`` also feeds the op the output of node k (a squeeze-excitation Mul)."""
+    nodes, edges, prev = [], [], TensorInfo("x", x, "float32")
+    for i, (op, shape, attrs) in enumerate(ops):
+        ins = [prev]
+        if "w" in attrs:
+            ins.append(TensorInfo(f"w{i}", attrs["w"], "float32", is_weight=True))
+        if "side" in attrs:
+            ins.append(nodes[attrs["side"]].outputs[0])
+            edges.append(Edge(attrs["side"], i, ins[-1].name, ins[-1].nbytes))
+        out = TensorInfo(f"t{i}", shape, "float32")
+        nodes.append(Node(i, f"n{i}", op, "", {k: v for k, v in attrs.items() if k == "group"}, ins, [out]))
+        if i:
+            edges.append(Edge(i - 1, i, prev.name, prev.nbytes))
+        prev = out
+    return ModelGraph("chain", nodes, edges, [TensorInfo("x", x, "float32")], [prev], 17)
+
+
+def test_reorder_term_counts_the_copies_around_nchwc_islands():
+    fmap = 32 * 8 * 8 * 4 / 1e6  # MB of one (1, 32, 8, 8) feature map
+    c = {"w": (32, 32, 3, 3)}
+    # a ResNet-like chain stays blocked: the input is reordered in and the output out, once each
+    resnet = _chain([("Conv", (1, 32, 8, 8), c), ("Relu", (1, 32, 8, 8), {}), ("Conv", (1, 32, 8, 8), c)],
+                    (1, 32, 8, 8))
+    assert reorder_mb(resnet, 16) == pytest.approx(2 * fmap)
+    assert reorder_mb(resnet, 0) == 0.0  # no NCHWc path on this CPU
+    # an RGB stem is read as is: only the output is reordered
+    stem = _chain([("Conv", (1, 32, 8, 8), {"w": (32, 3, 3, 3)})], (1, 3, 8, 8))
+    assert reorder_mb(stem, 16) == pytest.approx(fmap)
+    # a token op between two convolutions (PVT, SegFormer) costs a round trip more
+    tokens = _chain([("Conv", (1, 32, 8, 8), c), ("Transpose", (1, 32, 8, 8), {}), ("Conv", (1, 32, 8, 8), c)],
+                    (1, 32, 8, 8))
+    assert reorder_mb(tokens, 16) == pytest.approx(4 * fmap)
+    # a squeeze-excitation multiply broadcasts (1, C, 1, 1) over the map: it runs plain, so the map leaves the
+    # blocked layout and comes back for the next convolution
+    se = _chain([("Conv", (1, 32, 8, 8), c), ("GlobalAveragePool", (1, 32, 1, 1), {}),
+                 ("Sigmoid", (1, 32, 1, 1), {}), ("Mul", (1, 32, 8, 8), {"side": 0}),
+                 ("Conv", (1, 32, 8, 8), c)], (1, 32, 8, 8))
+    vector = 32 * 4 / 1e6
+    assert reorder_mb(se, 16) == pytest.approx(fmap + fmap + vector + fmap + fmap)
+    # grouped convolutions run blocked only with whole blocks per group
+    grouped8 = _chain([("Conv", (1, 32, 8, 8), {"w": (32, 8, 3, 3), "group": 4})], (1, 32, 8, 8))
+    grouped16 = _chain([("Conv", (1, 32, 8, 8), {"w": (32, 16, 3, 3), "group": 2})], (1, 32, 8, 8))
+    depthwise = _chain([("Conv", (1, 32, 8, 8), {"w": (32, 1, 3, 3), "group": 32})], (1, 32, 8, 8))
+    assert reorder_mb(grouped8, 16) == 0.0
+    assert reorder_mb(grouped16, 16) == reorder_mb(depthwise, 16) == pytest.approx(2 * fmap)
 
 
 def test_recurrence_is_priced_as_a_weight_matmul_re_reading_its_weights_every_step():

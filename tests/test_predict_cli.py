@@ -116,6 +116,21 @@ def test_train_errors_are_one_line(tmp_path: Path, dataset_dir: Path) -> None:
     assert r.returncode != 0 and "no samples" in r.stderr
 
 
+def test_evaluate_threads_filter_errors_are_one_line(tmp_path: Path, dataset_dir: Path) -> None:
+    base = ("evaluate", "--predictors", "lr-flops", "--protocol", "random", "--seeds", "1",
+            "--dataset", str(dataset_dir))
+    r = _cli(*base, "--threads", "2", home=tmp_path)  # the fixture has 1-thread runs only
+    assert r.returncode != 0 and "no runs at 2 intra-op thread" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = _cli(*base, "--threads", "one", home=tmp_path)
+    assert r.returncode != 0 and "positive integers" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(*base, "--threads", "1,2", "--json", home=tmp_path)  # 2 matches nothing, 1 keeps every run
+    assert r.returncode == 0, r.stderr
+    from inferperf.dataset.core import load_dataset
+
+    assert json.loads(r.stdout)["dataset"]["n_samples"] == len(load_dataset(dataset_dir))
+
+
 def test_evaluate_json(tmp_path: Path, dataset_dir: Path) -> None:
     out_file = tmp_path / "report.json"
     r = _cli(

@@ -135,6 +135,28 @@ def _progress(total: int, enabled: bool) -> Any:
     return _Bar()
 
 
+def _thread_counts(text: str | None) -> set[int]:
+    """``--threads 1,2`` as a set; a value that is not a positive integer is one clear error."""
+    from inferperf.dataset.core import DatasetError
+
+    if not text:
+        return set()
+    try:
+        counts = {int(t) for t in text.split(",") if t.strip()}
+    except ValueError:
+        raise DatasetError(f"--threads takes comma-separated positive integers, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise DatasetError(f"--threads takes comma-separated positive integers, got {text!r}")
+    return counts
+
+
+def _run_threads(config: dict[str, Any]) -> int | None:
+    try:
+        return int(config.get("intra_op_threads"))
+    except (TypeError, ValueError):
+        return None
+
+
 def _n_fits(
     data: GraphDataset, n_predictors: int, protocol: str, seeds: int, families: list[str] | None
 ) -> int:
@@ -251,6 +273,10 @@ def evaluate(
     dataset: str = typer.Option(None, "--dataset", help=DATASET_HELP),
     db: str = typer.Option(None, "--db", help=DB_HELP),
     device: str = typer.Option(None, "--device", help="Only samples of this device id."),
+    threads: str = typer.Option(
+        None, "--threads", help="Only runs at these intra-op thread counts (comma-separated), e.g. 1 for the "
+        "reference protocol; default every run."
+    ),
     families: str = typer.Option(None, "--families", help="Comma-separated subset of families to hold out."),
     hp: list[str] = typer.Option(
         None,
@@ -269,9 +295,16 @@ def evaluate(
 
     names = [p.strip() for p in predictors.split(",") if p.strip()]
     hparams = hparams_for(hp, names)
+    from inferperf.dataset.core import DatasetError
+
+    counts = _thread_counts(threads)
     data = _load(dataset, db)
     if device:
         data = data.filter(device=device)
+    if counts:
+        data = data.filter(lambda s: _run_threads(s.config) in counts)
+        if not len(data):
+            raise DatasetError(f"no runs at {threads} intra-op thread(s) in the dataset")
     fams = [f.strip() for f in families.split(",")] if families else None
     n = _n_fits(data, len(names), protocol, seeds, fams)
     with _progress(n, not as_json) as bar:

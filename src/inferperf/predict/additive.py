@@ -54,12 +54,12 @@ LATENCY_COLUMNS: tuple[str, ...] = (
     "n_all", *(f"n_{c}" for c in OP_CATEGORIES),
     "mmacs_all", *(f"mmacs_{k}" for k in MAC_KINDS),
     "mb_all", *(f"mb_{c}" for c in OP_CATEGORIES),
-    "mb_im2col",
+    "mb_im2col", "mb_reorder",
 )
 MEMORY_COLUMNS: tuple[str, ...] = ("base", "weight_mb", "peak_activation_mb", "activation_mb")
 _FLOOR = 1e-6  # predictions are clipped here before the log (a zero price sum would be log 0)
 #: id(graph) -> (graph, row key, latency row); the graph is kept so that its id cannot be reused
-_ROW_CACHE: dict[int, tuple[ModelGraph, tuple[int, bool, bool], np.ndarray]] = {}
+_ROW_CACHE: dict[int, tuple[ModelGraph, tuple[int, bool, bool, bool], np.ndarray]] = {}
 _ROW_CACHE_SIZE = 50_000
 
 
@@ -99,6 +99,88 @@ def im2col_mb(node: Any, block: int) -> float:
     return group * w[1] * w[2] * w[3] * out[0] * out[2] * out[3] * 4 / 1e6
 
 
+#: ops ORT's NCHWc transformer keeps in the blocked layout when their input already is (same-shape inputs
+#: for the binary ones)
+_NCHWC_PASS = frozenset({"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "MaxPool",
+                         "AveragePool",
+                         "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Add", "Sum", "Mul", "Concat",
+                         "Resize", "Upsample"})
+
+
+def _nchwc_conv(node: Any, block: int) -> bool:
+    """Whether ORT runs this 2-D convolution in the NCHWc layout, as the reference profiles show it doing
+    (``com.microsoft.nchwc::Conv`` kernels): every depthwise one; a dense one unless its input channels are
+    not a multiple of 4 (an RGB stem is fine: 99.2% of 22,491 dense convolutions ran blocked, whatever their
+    output channels — ORT pads them); a grouped one only when the channels per group fill whole blocks (0 of
+    558 with 2–12 or 24 channels per group, all 168 with 16, 32, 48, 64 or 96)."""
+    if len(node.inputs) < 2 or not node.outputs:
+        return False
+    w, out = node.inputs[1].shape, node.outputs[0].shape
+    if w is None or out is None or len(w) != 4 or len(out) != 4:
+        return False
+    group = int(node.attributes.get("group", 1) or 1)
+    if group == 1:
+        return w[1] % 4 == 0 or w[1] < 4
+    if w[1] == 1 and w[0] == group:  # depthwise
+        return True
+    return w[1] % block == 0 and (w[0] // group) % block == 0
+
+
+def reorder_mb(graph: ModelGraph, block: int) -> float:
+    """MB ORT's NCHWc transformer copies between the blocked and the plain layout (ReorderInput /
+    ReorderOutput kernels) around the islands of convolutions it runs blocked.
+
+    Why: a ResNet stays blocked from its first to its last convolution, but a convolution between token
+    ops (PVT / SegFormer spatial reduction and Mix-FFN depthwise convolutions) or a squeeze-excitation
+    multiply that broadcasts (EfficientNet, RegNetY) leaves the layout and comes back, each time copying the
+    whole feature map. Those reorders are 7–10% of the profiled time of PVT, SegFormer, EfficientNet and
+    RegNet and under 1% elsewhere; nothing else in the row sees them. Simplified from the transformer: a
+    node is blocked if it is a blocked convolution (:func:`_nchwc_conv`), or a pass-through op
+    (:data:`_NCHWC_PASS`) with a blocked input and, for binary ops, no broadcasting; a tensor is reordered
+    once per direction.
+    """
+    if not block:
+        return 0.0
+    producer: dict[str, int] = {}
+    for n in graph.nodes:
+        for t in n.outputs:
+            if t.name:
+                producer[t.name] = n.index
+    blocked: set[int] = set()
+    reordered_in: set[str] = set()
+    nbytes = 0
+    for n in graph.nodes:
+        if n.is_constant or not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
+            continue
+        acts = [t for t in n.inputs if t.name and not t.is_weight and t.shape is not None]
+        if n.op_type == "Conv" and _nchwc_conv(n, block):
+            blocked.add(n.index)
+            x = acts[0] if acts else None
+            # a plain input is reordered, unless its channels do not fill a block (an image: read as is)
+            if (x is not None and producer.get(x.name) not in blocked and x.name not in reordered_in
+                    and len(x.shape) == 4 and x.shape[1] >= block):
+                reordered_in.add(x.name)
+                nbytes += x.nbytes
+            continue
+        out = n.outputs[0].shape
+        if n.op_type not in _NCHWC_PASS or not any(producer.get(t.name) in blocked for t in acts):
+            continue
+        if n.op_type in ("Add", "Sum", "Mul") and any(t.shape != out for t in acts):
+            continue
+        blocked.add(n.index)
+        for t in acts:
+            if producer.get(t.name) not in blocked and t.name not in reordered_in:
+                reordered_in.add(t.name)
+                nbytes += t.nbytes
+    # a blocked tensor read by a plain consumer, or leaving the graph, is reordered back once
+    plain_read = {t.name for n in graph.nodes if n.index not in blocked for t in n.inputs if t.name}
+    plain_read |= {t.name for t in graph.outputs}
+    for n in graph.nodes:
+        if n.index in blocked:
+            nbytes += sum(t.nbytes for t in n.outputs if t.name in plain_read)
+    return nbytes / 1e6
+
+
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
@@ -120,10 +202,11 @@ def recurrent_reread_mb(node: Any) -> float | None:
     return seq * directions * _GATES.get(node.op_type, 4) * hidden * hidden * 4 / 1e6
 
 
-def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True
-                ) -> np.ndarray:
+def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True,
+                reorder: bool = True) -> np.ndarray:
     """[len(LATENCY_COLUMNS)] the additive cost terms of one graph on a CPU with NCHWc ``block``
-    (:func:`nchwc_block`); ``im2col`` / ``recurrent_reread`` switch those runtime terms off (ablation)."""
+    (:func:`nchwc_block`); ``im2col`` / ``recurrent_reread`` / ``reorder`` switch those runtime terms off
+    (ablation)."""
     cats = {c: i for i, c in enumerate(OP_CATEGORIES)}
     counts = np.zeros(len(OP_CATEGORIES))
     moved = np.zeros(len(OP_CATEGORIES))
@@ -145,7 +228,8 @@ def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recu
             macs[MAC_KINDS.index(kind)] += n.macs / 1e6
         if im2col and kind in ("conv_dense", "conv_grouped"):
             buffer_mb += im2col_mb(n, block)
-    return np.concatenate([[1.0, counts.sum()], counts, [macs.sum()], macs, [moved.sum()], moved, [buffer_mb]])
+    return np.concatenate([[1.0, counts.sum()], counts, [macs.sum()], macs, [moved.sum()], moved,
+                           [buffer_mb, reorder_mb(graph, block) if reorder else 0.0]])
 
 
 def memory_row(graph: ModelGraph) -> np.ndarray:
@@ -207,6 +291,7 @@ class AdditivePredictor(Predictor):
         surcharge_penalty: float = 1.0,
         im2col: bool = True,
         recurrent_reread: bool = True,
+        reorder: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -214,15 +299,17 @@ class AdditivePredictor(Predictor):
         self.surcharge_penalty = surcharge_penalty
         self.im2col = im2col
         self.recurrent_reread = recurrent_reread
+        self.reorder = reorder
 
     def _latency_row(self, graph: ModelGraph, device: dict[str, Any]) -> np.ndarray:
         # a graph's row is the same in every fit: the family cross-fitting (5 refits) and the evaluation's
         # folds reuse the graph objects, and the rows are most of a fit's time
-        key = (nchwc_block(device), self.im2col, self.recurrent_reread)
+        key = (nchwc_block(device), self.im2col, self.recurrent_reread, self.reorder)
         hit = _ROW_CACHE.get(id(graph))
         if hit is not None and hit[0] is graph and hit[1] == key:
             return hit[2]
-        row = latency_row(graph, key[0], im2col=self.im2col, recurrent_reread=self.recurrent_reread)
+        row = latency_row(graph, key[0], im2col=self.im2col, recurrent_reread=self.recurrent_reread,
+                          reorder=self.reorder)
         if len(_ROW_CACHE) >= _ROW_CACHE_SIZE:
             _ROW_CACHE.clear()
         _ROW_CACHE[id(graph)] = (graph, key, row)

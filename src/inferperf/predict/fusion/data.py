@@ -479,9 +479,14 @@ def load_perfdb(
     device: str | None = None,
     require_kernels: bool = True,
     limit: int | None = None,
+    per_family: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[GraphDataset, dict[str, Any]]:
     """Samples straight from a PerfDB (read only), keeping each kernel's per-run durations.
+
+    ``per_family`` keeps each family's first N architectures (model names, in run order) with all their
+    runs — every thread count and batch — so a fold-heavy evaluation can run on a balanced part of a large
+    collection without losing one family's share pairs.
 
     ``home`` holds the model store (``models/<hash[:2]>/<hash>.graph.json``); it defaults to the folder of
     a SQLite database file. Runs whose graph cannot be rebuilt are skipped and counted in the report, never
@@ -509,6 +514,7 @@ def load_perfdb(
     devices: dict[str, dict[str, Any]] = {}
     samples: list[Sample] = []
     report: dict[str, Any] = {"source": url, "runs_seen": 0, "skipped": {}, "warnings": []}
+    kept_graphs: dict[str, set[str]] = {}  # family -> architectures kept under ``per_family``
 
     def skip(reason: str) -> None:
         report["skipped"][reason] = report["skipped"].get(reason, 0) + 1
@@ -528,6 +534,15 @@ def load_perfdb(
             if model.get("deleted"):
                 skip("deleted_model")
                 continue
+            family = model_family(model)
+            if per_family is not None:  # by architecture: one exported again later has another file hash
+                kept = kept_graphs.setdefault(family, set())
+                arch = group_key(model["name"])
+                if arch not in kept:
+                    if len(kept) >= per_family:
+                        skip("per_family_cap")
+                        continue
+                    kept.add(arch)
             batch = run.get("batch_size")
             key = graph_key(model["content_hash"], batch)
             if key not in graphs:
@@ -554,7 +569,6 @@ def load_perfdb(
                     },
                     **({"gpu_name": entry["gpu_name"]} if entry.get("gpu_name") else {}),
                 }
-            family = model_family(model)
             row = run_row(run, key, group_key(model["name"]), family)
             config = dict(run.get("config") or {})
             config["status"] = run.get("status")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from inferperf.dataset.core import DatasetError, GraphDataset
+from inferperf.dataset.core import DatasetError, GraphDataset, graph_fingerprint
 from inferperf.predict.base import get_predictor, json_clean
 from inferperf.predict.fusion.data import compute_share, graph_labels
 from inferperf.predict.metrics import mape, regression_report
@@ -185,11 +185,17 @@ def _family_reports(dataset: GraphDataset, pred: np.ndarray) -> dict[str, Any]:
     # the e2e figure on runs whose label is trustworthy (valid, or unstable with a precise median): the
     # key stays "valid" so earlier reports compare
     valid = np.array([s.trusted for s in dataset])
+    shares = np.array([round(compute_share(s.config, s.device), 4) for s in dataset])
     out = {}
     for fam in sorted(set(fams.tolist())):
         rows = fams == fam
         out[fam] = {"all": regression_report(truth[rows], pred[rows]),
                     "valid": regression_report(truth[rows & valid], pred[rows & valid])}
+        fam_shares = sorted(set(shares[rows].tolist()))
+        if len(fam_shares) > 1:  # a family measured at several compute shares: how each share fares
+            out[fam]["by_share"] = {str(sh): regression_report(truth[rows & (shares == sh)],
+                                                               pred[rows & (shares == sh)])
+                                    for sh in fam_shares}
     return out
 
 
@@ -251,6 +257,15 @@ def summarize(per: dict[str, Any]) -> dict[str, Any]:
                                                                           "spearman")}
         out[f"e2e_{subset}"]["families"] = len(reps)
         out[f"e2e_{subset}"]["runs"] = int(sum(r["n"] for r in reps))
+    by_share: dict[str, list[dict[str, Any]]] = {}
+    for r in per["e2e"].values():
+        for share, rep in (r.get("by_share") or {}).items():
+            if rep["n"]:
+                by_share.setdefault(share, []).append(rep)
+    if by_share:  # means over the families measured at several shares, one entry per share
+        out["e2e_by_share"] = {share: {**{m: _mean([r[m] for r in reps]) for m in ("mape", "err10", "spearman")},
+                                       "families": len(reps), "runs": int(sum(r["n"] for r in reps))}
+                               for share, reps in sorted(by_share.items())}
     if per["fusion"]:
         fus = list(per["fusion"].values())
         out["fusion_mean"] = {m: _mean([r[m] for r in fus]) for m in ("precision", "recall", "accuracy",
@@ -292,7 +307,27 @@ def share_holdout(
         return {"status": "skipped", "reason": f"runs at {len(distinct)} compute share(s) only: {distinct}; "
                 "collect at several thread counts (or MPS percentages) to evaluate held-out shares",
                 "shares": distinct}
-    out: dict[str, Any] = {"status": "ok", "predictor": predictor, "shares": {}}
+    out: dict[str, Any] = {"status": "ok", "predictor": predictor, "shares": {},
+                           "extrapolation": len(distinct) < 3}
+    if len(distinct) < 3:
+        out["note"] = ("two shares: holding one out leaves a single share in training, so the share input "
+                       "never varies while fitting and the held-out share is pure extrapolation")
+    # the same graph measured at the other shares: what ignoring the share, or assuming perfect scaling,
+    # would give — reference points for the model, which never sees the held-out share's labels. Paired by
+    # structure and shapes (two exports of one architecture can differ in their file's hash)
+    prints: dict[int, str] = {}
+
+    def structure(sample: Any) -> str:
+        key = id(sample.graph)
+        if key not in prints:
+            prints[key] = graph_fingerprint(sample.graph)
+        return prints[key]
+
+    measured: dict[tuple[str, float], float] = {}
+    for s, sh in zip(dataset, shares, strict=True):
+        lat = s.label("latency_ms")
+        if lat:
+            measured.setdefault((structure(s), float(sh)), lat)
     for share in distinct:
         test = GraphDataset([s for s, sh in zip(dataset, shares, strict=True) if sh == share])
         rest = GraphDataset([s for s, sh in zip(dataset, shares, strict=True) if sh != share])
@@ -300,7 +335,24 @@ def share_holdout(
         model.fit(rest)
         pred = model.predict_dataset(test)["pred"][:, 0]
         truth = np.array([s.label("latency_ms") or np.nan for s in test])
-        out["shares"][str(share)] = {**regression_report(truth, pred), "n_train": len(rest)}
+        entry = {**regression_report(truth, pred), "n_train": len(rest), "n_test": len(test),
+                 "families": len(test.families())}
+        others = [o for o in distinct if o != share]
+        blind, scaled, pred_paired, truth_paired = [], [], [], []
+        for s, t, p in zip(test, truth, pred, strict=True):
+            near = min(others, key=lambda o: (abs(o - share), o))
+            ref = measured.get((structure(s), near))
+            if ref is not None:
+                blind.append(ref)
+                scaled.append(ref * near / share)
+                pred_paired.append(p)
+                truth_paired.append(t)
+        if truth_paired:
+            entry["paired_runs"] = len(truth_paired)
+            entry["model_on_paired"] = mape(truth_paired, pred_paired)
+            entry["share_blind_on_paired"] = mape(truth_paired, blind)
+            entry["linear_scaling_on_paired"] = mape(truth_paired, scaled)
+        out["shares"][str(share)] = entry
         if progress:
             progress(f"{predictor} without share {share}")
     out["mean_mape"] = _mean([r["mape"] for r in out["shares"].values()])

@@ -20,7 +20,10 @@ data, 2–4 µs per kernel *faster* than the sum of its profiled kernels (median
 to 90th percentile). With ``b ≥ 0`` the fit could only shrink ``a`` (0.86 on the reference data) and missed
 by 21% mean over held-out families even given the measured kernel sums; with a signed ``b`` by 10%. Each
 kernel's reported latency is ``a · kernel + b`` (floored at a tenth of ``a · kernel``: no kernel is free);
-``c`` is the fixed per-run overhead, and the breakdown sums exactly to the prediction.
+``c`` is the fixed per-run overhead, and the breakdown sums exactly to the prediction. When the training
+runs span several compute shares (thread counts), each share with enough runs gets its own ``(a, b, c)`` —
+a thread pool costs something per kernel that one thread does not — and a share never measured uses the
+pooled fit.
 
 Only latency is predicted (memory and energy come back as None); the conformal interval and OOD flag of
 the base class apply as for every predictor.
@@ -39,6 +42,7 @@ from inferperf.ir.features import edge_index
 from inferperf.ir.graph import ModelGraph
 from inferperf.predict.base import Predictor, PredictorError, json_clean, register
 from inferperf.predict.fusion.data import (
+    compute_share,
     device_resource_vector,
     edge_examples,
     kernel_examples,
@@ -99,6 +103,11 @@ class OverheadModel:
         return cls(float(state["a"]), float(state["b"]), float(state["c"]), int(state.get("n", 0)))
 
 
+def _share_key(config: dict[str, Any], device: dict[str, Any]) -> str:
+    """The compute share of a run as a dictionary key (JSON keys are strings)."""
+    return f"{compute_share(config, device):.4f}"
+
+
 def _config_key(config: dict[str, Any]) -> str:
     return repr(sorted((k, repr(v)) for k, v in config.items()))
 
@@ -136,15 +145,32 @@ class _KernelLevelPredictor(Predictor):
         with torch_threads(self.threads):
             self._fit_partition(train, dev)
             self._fit_kernels(train, dev)
-        sums, counts, lat = [], [], []
+        sums, counts, lat, shares = [], [], [], []
         for s, lab in profiled:
             if s.label("latency_ms") is None:
                 continue
             sums.append(sum(k.duration_ms for k in lab.kernels))
             counts.append(len(lab.kernels))
             lat.append(s.label("latency_ms"))
-        self.overhead_ = OverheadModel().fit(np.array(sums), np.array(counts), np.array(lat))
+            shares.append(_share_key(s.config, s.device))
+        sums_a, counts_a, lat_a, shares_a = np.array(sums), np.array(counts), np.array(lat), np.array(shares)
+        self.overhead_ = OverheadModel().fit(sums_a, counts_a, lat_a)
+        # the runtime's per-kernel and per-run costs change with the compute share (a thread pool wakes up
+        # for every kernel at 2 threads, not at 1): one aggregator per share measured often enough, the
+        # pooled one for a share never measured
+        self.overhead_by_share_ = {
+            key: OverheadModel().fit(sums_a[shares_a == key], counts_a[shares_a == key], lat_a[shares_a == key])
+            for key in sorted(set(shares))
+            if int((shares_a == key).sum()) >= self.MIN_SHARE_RUNS
+        } if len(set(shares)) > 1 else {}
         self.n_profiled_ = len(profiled)
+
+    #: fewest training runs at one compute share for it to get its own aggregator
+    MIN_SHARE_RUNS = 30
+
+    def _overhead_for(self, config: dict[str, Any], device: dict[str, Any]) -> OverheadModel:
+        by_share = getattr(self, "overhead_by_share_", {})
+        return by_share.get(_share_key(config, device), self.overhead_) if by_share else self.overhead_
 
     def _predict_log(self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
                      devices: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -168,15 +194,16 @@ class _KernelLevelPredictor(Predictor):
         return fused.breakdown(self.top_kernels)
 
     def _fused_graph(self, graph: ModelGraph, kernels: list[list[int]], raw_ms: np.ndarray, types: list[str],
-                     tops: list[list[tuple[str, float]]], fused_edges: int, executed: np.ndarray) -> FusedGraph:
-        ms = self.overhead_.kernel_ms(raw_ms)
+                     tops: list[list[tuple[str, float]]], fused_edges: int, executed: np.ndarray,
+                     overhead: OverheadModel) -> FusedGraph:
+        ms = overhead.kernel_ms(raw_ms)
         names = [n.name for n in graph.nodes]
         return FusedGraph(
             graph_name=graph.name,
             kernels=[PredictedKernel(k, [names[v] for v in k], t, float(m), top, float(r))
                      for k, m, t, top, r in zip(kernels, ms, types, tops, raw_ms, strict=True)],
             dropped=[names[v] for v in np.flatnonzero(~executed)],
-            fixed_ms=self.overhead_.c,
+            fixed_ms=overhead.c,
             fused_edges=int(fused_edges),
             n_edges=len(graph.edges),
         )
@@ -192,10 +219,13 @@ class _KernelLevelPredictor(Predictor):
             self.devices_ = original
 
     def _base_state(self) -> dict[str, Any]:
-        return {"overhead": self.overhead_.state(), "n_profiled": self.n_profiled_}
+        return {"overhead": self.overhead_.state(), "n_profiled": self.n_profiled_,
+                "overhead_by_share": {k: m.state() for k, m in self.overhead_by_share_.items()}}
 
     def _load_base_state(self, state: dict[str, Any]) -> None:
         self.overhead_ = OverheadModel.from_state(state["overhead"])
+        self.overhead_by_share_ = {k: OverheadModel.from_state(v)
+                                   for k, v in (state.get("overhead_by_share") or {}).items()}
         self.n_profiled_ = int(state.get("n_profiled", 0))
 
 
@@ -279,12 +309,12 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         log_ms, probs = self.kernel_model_.predict(flat)
         tops = self.kernel_model_.top_types(probs) if len(flat) else []
         out, pos = [], 0
-        for (g, _, _), (fused, executed, ks) in zip(items, parts, strict=True):
+        for (g, c, d), (fused, executed, ks) in zip(items, parts, strict=True):
             n = len(ks)
             top = tops[pos:pos + n]
             n_fused = int(sum(1 for j, e in enumerate(g.edges) if fused[j] and executed[e.src] and executed[e.dst]))
             out.append(self._fused_graph(g, ks, np.exp(log_ms[pos:pos + n]), [t[0][0] for t in top], top, n_fused,
-                                         executed))
+                                         executed, self._overhead_for(c, d)))
             pos += n
         return out
 
@@ -351,7 +381,7 @@ class RuleKernelPredictor(_KernelLevelPredictor):
             raw = np.exp(self.regressors_.predict(x, part.kernel_types)) if part.kernels else np.zeros(0)
             out.append(self._fused_graph(g, part.kernels, raw, part.kernel_types,
                                          [[(t, 1.0)] for t in part.kernel_types], int(part.edge_fused.sum()),
-                                         part.executed))
+                                         part.executed, self._overhead_for(c, d)))
         return out
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
