@@ -4,7 +4,7 @@ Each variant switches one term off (or the surcharge shrinkage), everything else
 trusted runs only, family cross-fitting off (it changes intervals, not point predictions). Weight folding is
 not switchable here: it is part of how the graphs in the dataset were built.
 
-    .venv/bin/python benchmarks/additive_ablation.py --dataset data/reference     # ~1 min per variant
+    .venv/bin/python benchmarks/additive_ablation.py --dataset data/reference     # ~1.5 min per variant
 
 Writes ``benchmarks/results/additive_ablation.json``: per variant the mean latency MAPE over families and the
 per-family MAPE.
@@ -26,21 +26,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no surcharge shrinkage": {"surcharge_penalty": 0.0},
     "no im2col term": {"im2col": False},
     "no recurrent re-read": {"recurrent_reread": False},
+    "no NCHWc reorder term": {"reorder": False},
+    "no depthwise bytes": {"depthwise_bytes": False},
+    "neither (as of session 4)": {"reorder": False, "depthwise_bytes": False},
 }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="data/reference")
+    ap.add_argument("--threads", type=int, default=1, help="runs at this intra-op thread count (the protocol: 1)")
     ap.add_argument("--out", default=str(RESULTS / "additive_ablation.json"))
     args = ap.parse_args()
 
     from inferperf.dataset.core import load_dataset
     from inferperf.predict.evaluate import evaluate
 
-    data = load_dataset(args.dataset).filter(lambda s: s.trusted)
+    data = load_dataset(args.dataset).filter(
+        lambda s: s.trusted and int(s.config.get("intra_op_threads") or 1) == args.threads)
     report: dict[str, Any] = {
-        "dataset": args.dataset, "runs": len(data), "families": len(data.families()),
+        "dataset": args.dataset, "threads": args.threads, "runs": len(data), "families": len(data.families()),
         "machine": platform.machine(), "protocol": "leave-family-out", "variants": {},
     }
     for name, hp in VARIANTS.items():

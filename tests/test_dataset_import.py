@@ -10,7 +10,8 @@ from inferperf.store import PerfDB
 
 def test_import_round_trip_is_idempotent_and_resumable(tmp_path, monkeypatch):
     monkeypatch.setenv("INFERPERF_HOME", str(tmp_path / "a"))
-    opts = CollectOptions(zoo="random", limit=2, families=["mlp", "random_dag"], max_time_s=0.3)
+    # max_background=None: the round trip, not the quiet-machine wait, is under test (a busy machine would stall it)
+    opts = CollectOptions(zoo="random", limit=2, families=["mlp", "random_dag"], max_time_s=0.3, max_background=None)
     assert collect(opts).measured == 2
     out = tmp_path / "export"
     export_dataset(None, out, valid_only=False)

@@ -168,6 +168,19 @@ def test_reorder_term_counts_the_copies_around_nchwc_islands():
     assert reorder_mb(grouped16, 16) == reorder_mb(depthwise, 16) == pytest.approx(2 * fmap)
 
 
+def test_depthwise_bytes_are_a_term_of_their_own():
+    g = _chain([("Conv", (1, 32, 8, 8), {"w": (32, 1, 3, 3), "group": 32}),
+                ("Conv", (1, 32, 8, 8), {"w": (32, 32, 3, 3)})], (1, 32, 8, 8))
+    for n in g.nodes:
+        n.activation_bytes_read, n.bytes_written = n.inputs[0].nbytes, n.outputs[0].nbytes
+        n.weight_bytes = n.inputs[1].nbytes
+    col = LATENCY_COLUMNS.index("mb_depthwise")
+    depthwise = g.nodes[0]
+    assert latency_row(g, 16)[col] == pytest.approx((depthwise.bytes_read + depthwise.bytes_written) / 1e6)
+    assert latency_row(g, 16, depthwise_bytes=False)[col] == 0.0
+    assert latency_row(g, 16)[LATENCY_COLUMNS.index("mb_conv")] > latency_row(g, 16)[col]  # both convolutions
+
+
 def test_recurrence_is_priced_as_a_weight_matmul_re_reading_its_weights_every_step():
     lstm = Node(index=0, name="lstm", op_type="LSTM", domain="", attributes={"hidden_size": 128},
                 inputs=[TensorInfo("x", (64, 1, 32), "float32"), TensorInfo("W", (1, 512, 32), "float32", True),

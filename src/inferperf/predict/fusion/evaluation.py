@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from inferperf.dataset.core import DatasetError, GraphDataset, graph_fingerprint
+from inferperf.dataset.core import DatasetError, GraphDataset
 from inferperf.predict.base import get_predictor, json_clean
 from inferperf.predict.fusion.data import compute_share, graph_labels
 from inferperf.predict.metrics import mape, regression_report
@@ -312,18 +312,14 @@ def share_holdout(
     if len(distinct) < 3:
         out["note"] = ("two shares: holding one out leaves a single share in training, so the share input "
                        "never varies while fitting and the held-out share is pure extrapolation")
-    # the same graph measured at the other shares: what ignoring the share, or assuming perfect scaling,
+    # the same model measured at the other shares: what ignoring the share, or assuming perfect scaling,
     # would give — reference points for the model, which never sees the held-out share's labels. Paired by
-    # structure and shapes (two exports of one architecture can differ in their file's hash)
-    prints: dict[int, str] = {}
+    # architecture and batch (``group_key``), not by file or graph: two exports of one zoo architecture a
+    # day apart can differ in a folded constant, and so in their hash
+    def structure(sample: Any) -> tuple[str, Any]:
+        return sample.group_key, sample.config.get("batch_size")
 
-    def structure(sample: Any) -> str:
-        key = id(sample.graph)
-        if key not in prints:
-            prints[key] = graph_fingerprint(sample.graph)
-        return prints[key]
-
-    measured: dict[tuple[str, float], float] = {}
+    measured: dict[tuple[tuple[str, Any], float], float] = {}
     for s, sh in zip(dataset, shares, strict=True):
         lat = s.label("latency_ms")
         if lat:
