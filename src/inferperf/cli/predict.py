@@ -289,14 +289,13 @@ def evaluate(
     """Evaluate predictors: leave-one-family-out or random 70/15/15, mean ± std over seeds."""
     from pathlib import Path
 
+    from inferperf.dataset.core import DatasetError
     from inferperf.predict.base import hparams_for
     from inferperf.predict.evaluate import evaluate as run_evaluation
     from inferperf.predict.evaluate import render_report, report_json
 
     names = [p.strip() for p in predictors.split(",") if p.strip()]
     hparams = hparams_for(hp, names)
-    from inferperf.dataset.core import DatasetError
-
     counts = _thread_counts(threads)
     data = _load(dataset, db)
     if device:

@@ -514,7 +514,7 @@ def load_perfdb(
     devices: dict[str, dict[str, Any]] = {}
     samples: list[Sample] = []
     report: dict[str, Any] = {"source": url, "runs_seen": 0, "skipped": {}, "warnings": []}
-    kept_graphs: dict[str, set[str]] = {}  # family -> architectures kept under ``per_family``
+    kept_archs: dict[str, set[str]] = {}  # family -> architectures kept under ``per_family``
 
     def skip(reason: str) -> None:
         report["skipped"][reason] = report["skipped"].get(reason, 0) + 1
@@ -536,7 +536,7 @@ def load_perfdb(
                 continue
             family = model_family(model)
             if per_family is not None:  # by architecture: one exported again later has another file hash
-                kept = kept_graphs.setdefault(family, set())
+                kept = kept_archs.setdefault(family, set())
                 arch = group_key(model["name"])
                 if arch not in kept:
                     if len(kept) >= per_family:

@@ -314,8 +314,8 @@ def share_holdout(
                        "never varies while fitting and the held-out share is pure extrapolation")
     # the same model measured at the other shares: what ignoring the share, or assuming perfect scaling,
     # would give — reference points for the model, which never sees the held-out share's labels. Paired by
-    # architecture and batch (``group_key``), not by file or graph: two exports of one zoo architecture a
-    # day apart can differ in a folded constant, and so in their hash
+    # architecture and batch (``group_key``), not by file: two exports of one zoo architecture a day apart
+    # can differ in their bytes, and so in their hash
     def structure(sample: Any) -> tuple[str, Any]:
         return sample.group_key, sample.config.get("batch_size")
 
