@@ -535,9 +535,9 @@ def load_perfdb(
                 skip("deleted_model")
                 continue
             family = model_family(model)
+            arch = group_key(model["name"])
             if per_family is not None:  # by architecture: one exported again later has another file hash
                 kept = kept_archs.setdefault(family, set())
-                arch = group_key(model["name"])
                 if arch not in kept:
                     if len(kept) >= per_family:
                         skip("per_family_cap")
@@ -569,7 +569,7 @@ def load_perfdb(
                     },
                     **({"gpu_name": entry["gpu_name"]} if entry.get("gpu_name") else {}),
                 }
-            row = run_row(run, key, group_key(model["name"]), family)
+            row = run_row(run, key, arch, family)
             config = dict(run.get("config") or {})
             config["status"] = run.get("status")
             config["valid"] = bool(run.get("valid"))
@@ -585,7 +585,7 @@ def load_perfdb(
                     fusion_edges=run.get("fusion_edges"),
                     run_id=int(run["id"]),
                     graph_key=key,
-                    group_key=group_key(model["name"]),
+                    group_key=arch,
                 )
             )
             if limit is not None and len(samples) >= limit:

@@ -169,8 +169,9 @@ class _KernelLevelPredictor(Predictor):
     MIN_SHARE_RUNS = 30
 
     def _overhead_for(self, config: dict[str, Any], device: dict[str, Any]) -> OverheadModel:
-        by_share = getattr(self, "overhead_by_share_", {})
-        return by_share.get(_share_key(config, device), self.overhead_) if by_share else self.overhead_
+        if not self.overhead_by_share_:  # one share in training: no need to compute this run's
+            return self.overhead_
+        return self.overhead_by_share_.get(_share_key(config, device), self.overhead_)
 
     def _predict_log(self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
                      devices: Sequence[dict[str, Any]]) -> np.ndarray:
