@@ -99,10 +99,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alone/together rounds per group")
     ap.add_argument("--window-s", type=float, default=0.6, help="seconds per measurement window")
     ap.add_argument("--skip-lofo", action="store_true")
+    ap.add_argument("--skip-share-holdout", action="store_true", help="leave-family-out only (no share holdout)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="hyper-parameter, as `inferperf evaluate --set` (fusion-kernel.kernel_prior=false)")
     ap.add_argument("--out", default=str(ROOT / "results" / "fusion_eval.json"))
     args = ap.parse_args()
 
-    from inferperf.predict.base import json_clean
+    from inferperf.predict.base import hparams_for, json_clean
     from inferperf.predict.fusion.data import load_perfdb
     from inferperf.predict.fusion.evaluation import leave_family_out, share_holdout
 
@@ -117,6 +120,8 @@ def main() -> int:
     hparams: dict[str, dict[str, Any]] = {p: {"threads": args.threads} for p in predictors if p != "gnn-sage"}
     if "gnn-sage" in predictors and args.threads:
         hparams["gnn-sage"] = {"threads": args.threads}
+    for name, extra in hparams_for(args.set, predictors).items():
+        hparams.setdefault(name, {}).update(extra)
 
     if not args.skip_lofo:
         dataset, load_report = load_perfdb(args.db, home=args.home, limit=args.limit,
@@ -145,9 +150,12 @@ def main() -> int:
                    "err10_all": (s.get("e2e_all") or {}).get("err10")}
             for name, s in summ.items()
         }
-        _log("held-out compute shares")
-        result["held_out_shares"] = share_holdout(dataset, "fusion-kernel", seed=args.seed,
-                                                  hparams=hparams.get("fusion-kernel"))
+        if args.skip_share_holdout:
+            result["held_out_shares"] = previous.get("held_out_shares")
+        else:
+            _log("held-out compute shares")
+            result["held_out_shares"] = share_holdout(dataset, "fusion-kernel", seed=args.seed,
+                                                      hparams=hparams.get("fusion-kernel"))
     else:
         for key in ("data", "leave_family_out", "fusion_comparison", "headline", "comparison_e2e_mape",
                     "held_out_shares"):

@@ -240,3 +240,63 @@ def test_edge_classifier_trained_on_other_edge_features_is_refused(tmp_path: Pat
     legacy["edge_mean"] = legacy["edge_mean"][:-1]
     with pytest.raises(PredictorError, match="train it again"):
         EdgeClassifier.load(tmp_path, legacy)
+
+
+def test_kernel_cost_prior_prices_node_sets_like_the_additive_model(toy: GraphDataset) -> None:
+    from inferperf.predict.additive import latency_row, nchwc_block, node_latency_rows
+    from inferperf.predict.fusion.prior import KernelCostPrior
+
+    s = toy[0]
+    block = nchwc_block(s.device)
+    rows, whole = node_latency_rows(s.graph, block), latency_row(s.graph, block)
+    # per node, the whole graph's row less the per-run columns (call, NCHWc reorders)
+    np.testing.assert_allclose(rows.sum(axis=0)[1:-2], whole[1:-2], rtol=1e-12)
+    assert rows[:, 0].sum() == 0 and rows[:, -2].sum() == 0
+    prior = KernelCostPrior().fit(toy)
+    every = list(range(len(s.graph.nodes)))
+    part = [every[: len(every) // 2], every[len(every) // 2:]]
+    whole_ms, *parts_ms = np.exp(prior.log_ms([(s.graph, k, s.config, s.device) for k in [every, *part]]))
+    assert whole_ms == pytest.approx(sum(parts_ms), rel=1e-9)  # a kernel's prior is the sum of its nodes'
+    again = KernelCostPrior.from_state(prior.state())
+    assert again.log_ms([(s.graph, every, s.config, s.device)])[0] == pytest.approx(np.log(whole_ms))
+
+
+def test_kernel_model_learns_relative_to_its_prior(toy: GraphDataset, tmp_path: Path) -> None:
+    on = get_predictor("fusion-kernel", **TINY_FUSION).fit(toy)
+    off = get_predictor("fusion-kernel", **TINY_FUSION, kernel_prior=False).fit(toy)
+    assert on.kernel_model_.prior is not None and off.kernel_model_.prior is None
+    # the prior is an input column too: one more tabular feature than the paper's model
+    assert on.kernel_model_.tab_scaler_.mean.size == off.kernel_model_.tab_scaler_.mean.size + 1
+    loaded = Predictor.load(on.save(tmp_path / "on"))
+    assert loaded.kernel_model_.prior is not None
+    s = toy[1]
+    assert loaded.predict([s.graph], [s.config], s.device)[0].latency_ms == pytest.approx(
+        on.predict([s.graph], [s.config], s.device)[0].latency_ms, rel=1e-6)
+
+
+def test_share_exponent_is_fitted_on_runs_at_several_shares(toy: GraphDataset) -> None:
+    from inferperf.predict.fusion.data import compute_share
+    from inferperf.predict.fusion.predictor import fit_share_exponent
+
+    shares = {round(compute_share(s.config, s.device), 4) for s in toy}
+    assert len(shares) == 2  # the toy runs are at 1 and 2 threads of 2 CPUs
+    gamma, pairs = fit_share_exponent(toy)
+    assert pairs > 0 and 0.0 <= gamma <= 1.0
+    one_share = GraphDataset([s for s in toy if int(s.config.get("intra_op_threads") or 1) == 1])
+    assert fit_share_exponent(one_share) == (None, 0)
+
+
+def test_a_share_beyond_the_trained_ones_is_predicted_at_the_nearest_and_scaled(toy: GraphDataset) -> None:
+    one = GraphDataset([s for s in toy if int(s.config.get("intra_op_threads") or 1) == 1])
+    model = get_predictor("fusion-kernel", **TINY_FUSION).fit(one)
+    assert model.share_exponent_ == 0.5 and model.share_exponent_pairs_ == 0  # one share: nothing to fit
+    s = one[0]
+    at_one = model.predict([s.graph], [s.config], s.device)[0]
+    at_two = model.predict([s.graph], [{**s.config, "intra_op_threads": 2}], s.device)[0]
+    # trained at a half of the machine, asked for all of it: the half's prediction × (0.5 / 1) ** 0.5
+    assert at_two.latency_ms == pytest.approx(at_one.latency_ms * 0.5 ** 0.5, rel=1e-6)
+    assert at_two.breakdown["share_extrapolation"]["predicted_at"] == pytest.approx(0.5)
+    assert "share_extrapolation" not in at_one.breakdown
+    assert at_two.breakdown["kernel_sum_ms"] + at_two.breakdown["fixed_ms"] == pytest.approx(at_two.latency_ms)
+    fixed = get_predictor("fusion-kernel", **TINY_FUSION, share_exponent=1.0).fit(one)
+    assert fixed.share_exponent_ == 1.0

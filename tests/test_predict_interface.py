@@ -26,6 +26,7 @@ from inferperf.predict.synthetic import synthetic_dataset
 TINY = {
     "lr-flops": {},
     "additive": {},
+    "additive-gbm": {},
     "lgbm": {"n_estimators": 60},
     "mlp-flat": {"epochs": 3, "depth_grid": (1,), "threads": 1, "max_nodes": 32},
     "gnn-sage": {"epochs": 3, "threads": 1, "hidden": 16, "fc": (16, 16)},
@@ -273,7 +274,7 @@ def test_unseen_family_interval_from_out_of_family_residuals(tmp_path) -> None: 
     assert again.quantile("latency_ms", "a") == pytest.approx(seen)
 
 
-@pytest.mark.parametrize("name", ["additive", "lgbm"])
+@pytest.mark.parametrize("name", ["additive", "additive-gbm", "lgbm"])
 def test_cheap_predictors_cross_fit_families_for_intervals(name: str) -> None:
     data = synthetic_dataset(per_family=20, batches=(1,), seed=7)
     train = data.filter(exclude_families={"transformer"})

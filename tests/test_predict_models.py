@@ -21,6 +21,7 @@ from inferperf.predict.synthetic import synthetic_dataset
 FAST = {
     "lr-flops": {},
     "additive": {},
+    "additive-gbm": {},
     "lgbm": {},
     "mlp-flat": {"epochs": 40, "depth_grid": (1, 2), "threads": 1},
     "gnn-sage": {"epochs": 40, "threads": 1},

@@ -23,7 +23,7 @@ REFERENCE_DATASET = Path(__file__).resolve().parents[3] / "data" / "reference"
 @app.command()
 def demo(
     model: str = typer.Option("resnet50", help="Architecture to run the demo on."),
-    predictor: str = typer.Option("additive", help="Predictor to train (see `inferperf predictors list`)."),
+    predictor: str = typer.Option("additive-gbm", help="Predictor to train (see `inferperf predictors list`)."),
     dataset: Path = typer.Option(REFERENCE_DATASET, help="Training dataset (an exported dataset directory)."),
     measure: bool = typer.Option(True, help="Measure the model after predicting it."),
     max_time: float = typer.Option(10.0, help="Timing cap for the measurement (seconds)."),

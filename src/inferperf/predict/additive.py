@@ -204,6 +204,43 @@ def recurrent_reread_mb(node: Any) -> float | None:
     return seq * directions * _GATES.get(node.op_type, 4) * hidden * hidden * 4 / 1e6
 
 
+def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True,
+                      depthwise_bytes: bool = True) -> np.ndarray:
+    """[len(graph.nodes), len(LATENCY_COLUMNS)] each node's own additive cost terms: what :func:`latency_row`
+    sums, node by node, without the per-call and NCHWc-reorder columns (a property of the whole graph, not of
+    a node). Priced, a set of nodes costs ``rows[nodes].sum(0) @ prices`` — how the kernel-level predictor
+    gets a cost prior for a fused kernel (:mod:`inferperf.predict.fusion.prior`). Folded nodes are zero."""
+    ncat, nmac = len(OP_CATEGORIES), len(MAC_KINDS)
+    cats = {c: i for i, c in enumerate(OP_CATEGORIES)}
+    o_n, o_mac, o_mb = 2, 2 + ncat + 1, 2 + ncat + 1 + nmac + 1  # offsets of the per-category / per-kind parts
+    rows = np.zeros((len(graph.nodes), len(LATENCY_COLUMNS)))
+    for i, n in enumerate(graph.nodes):
+        if n.is_constant:
+            continue  # folded at session start: no per-inference cost
+        row = rows[i]
+        cat = op_category(n.qualified_type)
+        moved = (n.bytes_read + n.bytes_written) / 1e6
+        row[1] = 1.0
+        row[o_n + cats[cat]] = 1.0
+        row[o_mb - 1] = moved
+        row[o_mb + cats[cat]] = moved
+        kind = mac_kind(n, cat)
+        if kind == "recurrent" and recurrent_reread:
+            reread = recurrent_reread_mb(n)
+            if reread is not None:
+                kind = "matmul_weights"
+                row[o_mb - 1] += reread
+                row[o_mb + cats["matmul"]] += reread
+        if kind is not None:
+            row[o_mac - 1] = n.macs / 1e6
+            row[o_mac + MAC_KINDS.index(kind)] = n.macs / 1e6
+        if im2col and kind in ("conv_dense", "conv_grouped"):
+            row[-3] = im2col_mb(n, block)
+        if depthwise_bytes and kind == "conv_depthwise":
+            row[-1] = moved
+    return rows
+
+
 def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True,
                 reorder: bool = True, depthwise_bytes: bool = True) -> np.ndarray:
     """[len(LATENCY_COLUMNS)] the additive cost terms of one graph on a CPU with NCHWc ``block``
@@ -215,32 +252,11 @@ def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recu
     bytes of all convolutions together (dense ones are compute-bound) price it. Leave-one-family-out over the
     36 reference families: 16.27% -> 15.84% alone, 15.66% with the reorder term (EfficientNet 27.2 -> 19.9%).
     """
-    cats = {c: i for i, c in enumerate(OP_CATEGORIES)}
-    counts = np.zeros(len(OP_CATEGORIES))
-    moved = np.zeros(len(OP_CATEGORIES))
-    macs = np.zeros(len(MAC_KINDS))
-    buffer_mb = 0.0
-    dw_mb = 0.0
-    for n in graph.nodes:
-        if n.is_constant:
-            continue  # folded at session start: no per-inference cost
-        cat = op_category(n.qualified_type)
-        counts[cats[cat]] += 1
-        moved[cats[cat]] += (n.bytes_read + n.bytes_written) / 1e6
-        kind = mac_kind(n, cat)
-        if kind == "recurrent" and recurrent_reread:
-            reread = recurrent_reread_mb(n)
-            if reread is not None:
-                kind = "matmul_weights"
-                moved[cats["matmul"]] += reread
-        if kind is not None:
-            macs[MAC_KINDS.index(kind)] += n.macs / 1e6
-        if im2col and kind in ("conv_dense", "conv_grouped"):
-            buffer_mb += im2col_mb(n, block)
-        if depthwise_bytes and kind == "conv_depthwise":
-            dw_mb += (n.bytes_read + n.bytes_written) / 1e6
-    return np.concatenate([[1.0, counts.sum()], counts, [macs.sum()], macs, [moved.sum()], moved,
-                           [buffer_mb, reorder_mb(graph, block) if reorder else 0.0, dw_mb]])
+    row = node_latency_rows(graph, block, im2col=im2col, recurrent_reread=recurrent_reread,
+                            depthwise_bytes=depthwise_bytes).sum(axis=0)
+    row[0] = 1.0
+    row[-2] = reorder_mb(graph, block) if reorder else 0.0
+    return row
 
 
 def memory_row(graph: ModelGraph) -> np.ndarray:

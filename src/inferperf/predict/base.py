@@ -157,6 +157,12 @@ _builtin(
     "category, priced by NNLS on relative error per device and thread count",
 )
 _builtin(
+    "additive-gbm",
+    "inferperf.predict.additive_gbm",
+    "AdditiveGBMPredictor",
+    "the additive cost model times a LightGBM correction factor learned from what each graph's time is made of",
+)
+_builtin(
     "fusion-kernel",
     "inferperf.predict.fusion.predictor",
     "FusionKernelPredictor",

@@ -310,8 +310,9 @@ def share_holdout(
     out: dict[str, Any] = {"status": "ok", "predictor": predictor, "shares": {},
                            "extrapolation": len(distinct) < 3}
     if len(distinct) < 3:
-        out["note"] = ("two shares: holding one out leaves a single share in training, so the share input "
-                       "never varies while fitting and the held-out share is pure extrapolation")
+        out["note"] = ("two shares: holding one out leaves a single share in training, so nothing in training "
+                       "says how latency scales with the share; the kernel-level predictors predict the held-out "
+                       "share at the trained one and scale by the default exponent (0.5)")
     # the same model measured at the other shares: what ignoring the share, or assuming perfect scaling,
     # would give — reference points for the model, which never sees the held-out share's labels. Paired by
     # architecture and batch (``group_key``), not by file: two exports of one zoo architecture a day apart

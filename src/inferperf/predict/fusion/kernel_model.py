@@ -9,6 +9,10 @@ Per kernel (a node subset of the original graph, see :mod:`inferperf.predict.fus
   MPS share …) and the resource features (compute share, threads, opt level) — so one model serves every
   device and every share of a device — and, a deviation from the paper, the kernel's summed cost
   (:func:`~inferperf.predict.fusion.rules.kernel_features`): mean pooling alone cannot tell a kernel's size;
+- a second deviation, on by default (``FusionKernelPredictor(kernel_prior=True)``): the regression learns the
+  kernel's log latency *relative to a cost prior* — the additive model's prices applied to the kernel's
+  nodes (:mod:`inferperf.predict.fusion.prior`) — and sees the log prior as an input, so a kernel unlike any
+  in training falls back to what its nodes cost instead of to the look-alike kernels of other families;
 - an MLP with two heads: log latency (regression) and kernel type (classification), trained on
   RMSE(standardised log latency) + cross-entropy, the paper's multi-task loss.
 
@@ -34,6 +38,7 @@ from inferperf.ir.graph import ModelGraph
 from inferperf.predict.features import NODE_FEATURES, Standardizer
 from inferperf.predict.fusion.data import KernelExample, device_resource_vector
 from inferperf.predict.fusion.edge_classifier import _ColumnScaler
+from inferperf.predict.fusion.prior import KernelCostPrior
 from inferperf.predict.fusion.rules import kernel_features
 
 
@@ -86,16 +91,21 @@ def _kernel_edges_cached(graph: ModelGraph, nodes: Sequence[int]) -> np.ndarray:
 
 
 class KernelItem:
-    """A kernel to encode: node rows, induced edges, tabular vector (device + resources + summed cost)."""
+    """A kernel to encode: node rows, induced edges, tabular vector (device + resources + summed cost, and the
+    log cost prior when there is one), and that log prior (0 without one)."""
 
-    __slots__ = ("rows", "edges", "tab")
+    __slots__ = ("rows", "edges", "tab", "prior")
 
-    def __init__(self, graph: ModelGraph, nodes: Sequence[int], config: dict[str, Any], device: dict[str, Any]
-                 ) -> None:
+    def __init__(self, graph: ModelGraph, nodes: Sequence[int], config: dict[str, Any], device: dict[str, Any],
+                 log_prior: float | None = None) -> None:
         nodes = list(nodes)
         self.rows = np.stack([NODE_FEATURES.row(graph.nodes[v]) for v in nodes]).astype(np.float32)
         self.edges = _kernel_edges_cached(graph, nodes)
-        self.tab = np.concatenate([kernel_features(graph, nodes), device_resource_vector(config, device)])
+        parts = [kernel_features(graph, nodes), device_resource_vector(config, device)]
+        if log_prior is not None:
+            parts.append([log_prior])
+        self.tab = np.concatenate(parts)
+        self.prior = float(log_prior) if log_prior is not None else 0.0
 
     def key(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -111,6 +121,7 @@ class KernelModel:
     def __init__(
         self,
         *,
+        prior: KernelCostPrior | None = None,
         hidden: int = 256,
         layers: int = 3,
         heads: int = 1,
@@ -132,6 +143,9 @@ class KernelModel:
         self.patience = patience
         self.type_weight = type_weight
         self.seed = seed
+        #: the kernel's cost prior (:mod:`inferperf.predict.fusion.prior`): the regression learns log duration
+        #: minus log prior, so a kernel unlike any in training falls back to what its nodes cost
+        self.prior = prior
         self.model_: Any = None
 
     def params(self) -> dict[str, Any]:
@@ -139,12 +153,16 @@ class KernelModel:
                                               "weight_decay", "patience", "type_weight", "seed")}
 
     # ---- data ----------------------------------------------------------------------------------------
-    @staticmethod
-    def merge(examples: Sequence[KernelExample]) -> tuple[list[KernelItem], np.ndarray, list[str], np.ndarray]:
+    def _items(self, kernels: Sequence[tuple[ModelGraph, Sequence[int], dict[str, Any], dict[str, Any]]]
+               ) -> list[KernelItem]:
+        priors = self.prior.log_ms(kernels) if self.prior is not None else [None] * len(kernels)
+        return [KernelItem(g, nodes, c, d, p) for (g, nodes, c, d), p in zip(kernels, priors, strict=True)]
+
+    def merge(self, examples: Sequence[KernelExample]) -> tuple[list[KernelItem], np.ndarray, list[str], np.ndarray]:
         """Unique kernels: (items, median log latency, majority type, occurrence count)."""
         groups: dict[str, tuple[KernelItem, list[float], Counter[str]]] = {}
-        for ex in examples:
-            item = KernelItem(ex.graph, ex.nodes, ex.config, ex.device)
+        items = self._items([(ex.graph, ex.nodes, ex.config, ex.device) for ex in examples])
+        for ex, item in zip(examples, items, strict=True):
             k = item.key()
             if k not in groups:
                 groups[k] = (item, [], Counter())
@@ -184,6 +202,8 @@ class KernelModel:
         with warnings.catch_warnings():  # a device feature unknown everywhere (NaN column) is expected
             warnings.simplefilter("ignore", RuntimeWarning)
             self.tab_scaler_ = Standardizer().fit(np.stack([it.tab for it in items]))
+        # the regression target: log latency, less the kernel's log cost prior when there is one
+        y = y - np.array([it.prior for it in items])
         self.y_mean_, self.y_std_ = float(y.mean()), max(float(y.std()), 1e-3)
         self.y_range_ = (float(y.min()), float(y.max()))
         yz = torch.from_numpy(((y - self.y_mean_) / self.y_std_).astype(np.float32))
@@ -250,18 +270,18 @@ class KernelModel:
                 probs.append(torch.softmax(cls, dim=1).numpy().astype(np.float64))
         if not regs:
             return np.zeros(0), np.zeros((0, len(self.types_)))
-        # never further than e² (7×) outside the latencies seen in training: past that it is extrapolation
+        # never further than e² (7×) outside the latencies (or, with a prior, the ratios to it) seen in
+        # training: past that it is extrapolation
         log_ms = np.clip(np.concatenate(regs) * self.y_std_ + self.y_mean_, self.y_range_[0] - 2.0,
                          self.y_range_[1] + 2.0)
-        return log_ms, np.concatenate(probs)
+        return log_ms + np.array([it.prior for it in items]), np.concatenate(probs)
 
     def predict(self, kernels: Sequence[tuple[ModelGraph, Sequence[int], dict[str, Any], dict[str, Any]]]
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Per (graph, nodes, config, device): (log latency in ms [n], type probabilities [n, n_types])."""
         if self.model_ is None:
             raise RuntimeError("KernelModel used before fit/load")
-        items = [KernelItem(g, nodes, c, d) for g, nodes, c, d in kernels]
-        return self._predict_items(items)
+        return self._predict_items(self._items(kernels))
 
     def top_types(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
         order = np.argsort(-probs, axis=1)[:, :k]
@@ -275,14 +295,17 @@ class KernelModel:
         return {"weights": name, "params": self.params(), "types": self.types_,
                 "node_scaler": self.node_scaler_.state(), "tab_scaler": self.tab_scaler_.state(),
                 "y_mean": self.y_mean_, "y_std": self.y_std_, "y_range": list(self.y_range_),
-                "best_dev": self.best_dev_,
+                "best_dev": self.best_dev_, "prior": self.prior.state() if self.prior is not None else None,
                 "n_unique": self.n_unique_, "epochs_run": len(self.history_)}
 
     @classmethod
     def load(cls, directory: Path, state: dict[str, Any]) -> KernelModel:
         import torch
 
-        obj = cls(**state["params"])
+        from inferperf.predict.fusion.prior import KernelCostPrior
+
+        prior = KernelCostPrior.from_state(state["prior"]) if state.get("prior") else None
+        obj = cls(prior=prior, **state["params"])
         obj.types_ = list(state["types"])
         obj.node_scaler_ = _ColumnScaler.from_state(state["node_scaler"])
         obj.tab_scaler_ = Standardizer.from_state(state["tab_scaler"])

@@ -211,6 +211,16 @@ class FusedGraph:
     fixed_ms: float
     fused_edges: int
     n_edges: int
+    #: set when the run's compute share lay outside the training shares: predicted at the nearest trained
+    #: share, then scaled (``{"share", "predicted_at", "exponent", "factor"}``)
+    share_extrapolation: dict[str, float] | None = None
+
+    def scale(self, factor: float, info: dict[str, float]) -> None:
+        """Multiply every kernel and the fixed overhead by ``factor`` (the sum identity keeps holding)."""
+        for k in self.kernels:
+            k.latency_ms *= factor
+        self.fixed_ms *= factor
+        self.share_extrapolation = {**info, "factor": factor}
 
     @property
     def latency_ms(self) -> float:
@@ -249,6 +259,7 @@ class FusedGraph:
                 {**k.to_dict(), "share": (k.latency_ms / total) if total > 0 else None} for k in ranked[:top]
             ],
             "by_type": self.by_type(),
+            **({"share_extrapolation": self.share_extrapolation} if self.share_extrapolation else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,6 +25,16 @@ runs span several compute shares (thread counts), each share with enough runs ge
 a thread pool costs something per kernel that one thread does not — and a share never measured uses the
 pooled fit.
 
+**A compute share outside the training shares** (a thread count never measured, beyond those that were) is
+not left to the share input of the networks, which never saw it vary that far: held out whole, a model
+trained at 1 thread of 2 predicted the 2-thread runs 85% off, worse than ignoring the share (52%). The run
+is predicted at the nearest trained share and scaled by ``(nearest / share) ** γ``, a power law whose
+exponent is fitted on the training runs measured at several shares (the same architecture and batch, median
+over pairs, clipped to [0, 1]); with a single share in training nothing says how latency scales, and γ = 0.5
+— halfway in log terms between no speed-up (0) and perfect scaling (1) — bounds the worst-case error. The
+breakdown says when this happened (``share_extrapolation``). Shares between trained ones are interpolated
+by the networks as usual.
+
 Only latency is predicted (memory and energy come back as None); the conformal interval and OOD flag of
 the base class apply as for every predictor.
 """
@@ -50,6 +60,44 @@ from inferperf.predict.fusion.data import (
 )
 from inferperf.predict.fusion.kernels import FusedGraph, PredictedKernel, extract_kernels
 from inferperf.predict.training import torch_threads
+
+#: γ of ``latency ∝ share^-γ`` when the training runs cannot tell it (one share): the log-midpoint of no
+#: speed-up (0) and perfect scaling (1)
+DEFAULT_SHARE_EXPONENT = 0.5
+
+
+def fit_share_exponent(dataset: GraphDataset) -> tuple[float | None, int]:
+    """γ of ``latency ∝ share^-γ`` from runs of one architecture and batch on one device at several compute
+    shares: the median over consecutive share pairs, clipped to [0, 1]; ``(None, 0)`` without such pairs."""
+    by_structure: dict[tuple[str, str, Any], dict[float, list[float]]] = {}
+    for s in dataset:
+        lat = s.label("latency_ms")
+        if lat:
+            key = (str(s.device.get("id")), s.group_key, s.config.get("batch_size"))
+            by_structure.setdefault(key, {}).setdefault(round(compute_share(s.config, s.device), 4), []).append(lat)
+    gammas = []
+    for per_share in by_structure.values():
+        ordered = sorted((sh, float(np.median(v))) for sh, v in per_share.items())
+        for (sa, ya), (sb, yb) in zip(ordered, ordered[1:], strict=False):
+            gammas.append(-np.log(yb / ya) / np.log(sb / sa))
+    if not gammas:
+        return None, 0
+    return float(np.clip(np.median(gammas), 0.0, 1.0)), len(gammas)
+
+
+def _with_share(config: dict[str, Any], device: dict[str, Any], share: float
+                ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The same run at another compute share (MPS percentage on a GPU, thread count on a CPU); None if the
+    device does not say how many CPUs it has."""
+    feats = device.get("features") or {}
+    if feats.get("is_gpu") in (1, 1.0, True):
+        return config, {**device, "features": {**feats, "gpu_mps_share": share * 100.0}}
+    cpus = feats.get("cpu_logical_cpus") or feats.get("cpu_physical_cores")
+    if not cpus:
+        return None
+    moved = {k: v for k, v in config.items() if k != "affinity"}
+    moved["intra_op_threads"] = max(1, round(share * float(cpus)))
+    return moved, device
 
 
 # ================================================================================================ aggregator
@@ -116,10 +164,13 @@ def _config_key(config: dict[str, Any]) -> str:
 class _KernelLevelPredictor(Predictor):
     """Shared pipeline: partition → kernel latency → aggregation (see the module docstring)."""
 
-    def __init__(self, *, threads: int | None = None, top_kernels: int = 10, **kwargs: Any) -> None:
+    def __init__(self, *, threads: int | None = None, top_kernels: int = 10, share_exponent: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threads = threads
         self.top_kernels = top_kernels
+        #: γ for a share outside the training shares; None: fitted on the training runs, else the default
+        self.share_exponent = share_exponent
 
     # subclasses implement these three
     def _fit_partition(self, train: GraphDataset, dev: GraphDataset | None) -> None:
@@ -134,8 +185,12 @@ class _KernelLevelPredictor(Predictor):
 
     def explain(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any] | str) -> FusedGraph:
         self._require_fitted()
+        cfg, dev, factor, info = self._share_fallback(config, self.resolve_device(device))
         with torch_threads(self.threads):
-            return self.explain_many([(graph, config, self.resolve_device(device))])[0]
+            fused = self.explain_many([(graph, cfg, dev)])[0]
+        if info is not None:
+            fused.scale(factor, info)
+        return fused
 
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         profiled = profiled_samples(train)
@@ -164,6 +219,29 @@ class _KernelLevelPredictor(Predictor):
             if int((shares_a == key).sum()) >= self.MIN_SHARE_RUNS
         } if len(set(shares)) > 1 else {}
         self.n_profiled_ = len(profiled)
+        shares: dict[str, set[float]] = {}
+        for s in train:
+            shares.setdefault(str(s.device.get("id")), set()).add(round(compute_share(s.config, s.device), 4))
+        self.train_shares_ = {k: sorted(v) for k, v in shares.items()}
+        fitted, pairs = fit_share_exponent(train)
+        self.share_exponent_ = (float(self.share_exponent) if self.share_exponent is not None
+                                else fitted if fitted is not None else DEFAULT_SHARE_EXPONENT)
+        self.share_exponent_pairs_ = pairs if self.share_exponent is None else 0
+
+    def _share_fallback(self, config: dict[str, Any], device: dict[str, Any]
+                        ) -> tuple[dict[str, Any], dict[str, Any], float, dict[str, float] | None]:
+        """(config, device) to predict at, the latency factor, and what was done — see the module docstring."""
+        share = round(compute_share(config, device), 4)
+        seen = self.train_shares_.get(str(device.get("id"))) or sorted(
+            {x for v in self.train_shares_.values() for x in v})
+        if not seen or seen[0] - 1e-4 <= share <= seen[-1] + 1e-4:
+            return config, device, 1.0, None
+        near = seen[0] if share < seen[0] else seen[-1]
+        moved = _with_share(config, device, near)
+        if moved is None or abs(compute_share(*moved) - near) > 1e-3:
+            return config, device, 1.0, None
+        factor = (near / share) ** self.share_exponent_
+        return moved[0], moved[1], factor, {"share": share, "predicted_at": near, "exponent": self.share_exponent_}
 
     #: fewest training runs at one compute share for it to get its own aggregator
     MIN_SHARE_RUNS = 30
@@ -175,8 +253,12 @@ class _KernelLevelPredictor(Predictor):
 
     def _predict_log(self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
                      devices: Sequence[dict[str, Any]]) -> np.ndarray:
+        plans = [self._share_fallback(c, d) for c, d in zip(configs, devices, strict=True)]
         with torch_threads(self.threads):
-            fused = self.explain_many(list(zip(graphs, configs, devices, strict=True)))
+            fused = self.explain_many([(g, p[0], p[1]) for g, p in zip(graphs, plans, strict=True)])
+        for f, (_, _, factor, info) in zip(fused, plans, strict=True):
+            if info is not None:
+                f.scale(factor, info)
         self._last_explained_ = {(id(g), _config_key(c), str(d.get("id"))): f
                                  for g, c, d, f in zip(graphs, configs, devices, fused, strict=True)}
         out = np.full((len(graphs), len(TARGETS)), np.nan)
@@ -221,13 +303,19 @@ class _KernelLevelPredictor(Predictor):
 
     def _base_state(self) -> dict[str, Any]:
         return {"overhead": self.overhead_.state(), "n_profiled": self.n_profiled_,
-                "overhead_by_share": {k: m.state() for k, m in self.overhead_by_share_.items()}}
+                "overhead_by_share": {k: m.state() for k, m in self.overhead_by_share_.items()},
+                "train_shares": self.train_shares_, "share_exponent": self.share_exponent_,
+                "share_exponent_pairs": self.share_exponent_pairs_}
 
     def _load_base_state(self, state: dict[str, Any]) -> None:
         self.overhead_ = OverheadModel.from_state(state["overhead"])
         self.overhead_by_share_ = {k: OverheadModel.from_state(v)
                                    for k, v in (state.get("overhead_by_share") or {}).items()}
         self.n_profiled_ = int(state.get("n_profiled", 0))
+        # artifacts from before the share fallback: every share counts as trained (the old behaviour)
+        self.train_shares_ = {k: [float(x) for x in v] for k, v in (state.get("train_shares") or {}).items()}
+        self.share_exponent_ = float(state.get("share_exponent", DEFAULT_SHARE_EXPONENT))
+        self.share_exponent_pairs_ = int(state.get("share_exponent_pairs", 0))
 
 
 # ================================================================================================ LILOU
@@ -254,6 +342,7 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         kernel_batch_size: int = 256,
         kernel_lr: float = 1e-3,
         kernel_patience: int = 20,
+        kernel_prior: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -271,6 +360,9 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         self.kernel_batch_size = kernel_batch_size
         self.kernel_lr = kernel_lr
         self.kernel_patience = kernel_patience
+        #: learn each kernel's latency relative to what the additive prices say its nodes cost
+        #: (:mod:`inferperf.predict.fusion.prior`); False is the paper's model, kept for ablation
+        self.kernel_prior = kernel_prior
 
     def _fit_partition(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         from inferperf.predict.fusion.edge_classifier import EdgeClassifier
@@ -286,8 +378,10 @@ class FusionKernelPredictor(_KernelLevelPredictor):
 
     def _fit_kernels(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         from inferperf.predict.fusion.kernel_model import KernelModel
+        from inferperf.predict.fusion.prior import KernelCostPrior
 
         self.kernel_model_ = KernelModel(
+            prior=KernelCostPrior().fit(train) if self.kernel_prior else None,
             hidden=self.kernel_hidden, layers=self.kernel_layers, epochs=self.kernel_epochs,
             batch_size=self.kernel_batch_size, lr=self.kernel_lr, patience=self.kernel_patience, seed=self.seed,
         ).fit(kernel_examples(train), kernel_examples(dev) if dev is not None else None)

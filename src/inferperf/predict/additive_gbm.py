@@ -1,0 +1,173 @@
+"""``additive-gbm``: the additive cost model, corrected by gradient-boosted trees on its log residual.
+
+Why: the additive model (:mod:`inferperf.predict.additive`) composes — an unseen architecture built from
+known operators costs the sum of known prices — but one price per kind of work cannot say that a work item
+runs at a different efficiency in a different context: a 768-wide MatMul at sequence 128 runs nearer peak
+than a 64-wide one at sequence 8; attention at batch 1 is dispatch-bound where a CNN at batch 8 is not. Its
+residuals are not noise (the label test–retest spread is ~4%, ``benchmarks/results/label_retest.json``)
+but structured, and they recur across families: BERT, DistilBERT, RoBERTa, MPNet and ELECTRA all sat 15–18%
+off in the same direction. Trees on graph-level features alone cannot compose (``lgbm`` 31.6% LOFO), but
+trees that only *correct* a composing model by a factor, from features that say what the graph's time is
+made of, keep the composition and learn the context.
+
+Prediction: ``log latency = log(row · prices) + f(x)`` where ``f`` is a LightGBM regressor (Huber loss in
+log space: a run measured on a disturbed machine does not pull the fit) trained on the additive model's
+residuals over the training runs, and ``x`` is
+
+- the tabular features every predictor shares (static graph features, configuration, device);
+- the share of the additive prediction each cost term takes (``row · prices / Σ``): what the time is made
+  of — dispatch-bound, MatMul-bound, bandwidth-bound — comparable across model sizes;
+- the log of each cost term's raw amount (MACs, MB, operator counts).
+
+The residuals are in-sample residuals of the additive fit: with ~45 prices per (device, threads) group and
+thousands of runs, in- and out-of-sample residuals agree, and cross-fitting would cost five fits. Memory is
+corrected the same way from the same features (the memory terms alone miss the runtime's arena rounding).
+
+On the reference data (1 thread, 2,981 trusted runs, 36 families): leave-one-family-out latency MAPE 15.7%
+→ 12.5%, random split 14.7% → 10.3%, memory 13.2% → 9.9% (``benchmarks/results/evaluate_*_additive_gbm.json``,
+``docs/predictors.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferperf.dataset import GraphDataset
+from inferperf.ir.graph import ModelGraph
+from inferperf.predict.additive import LATENCY_COLUMNS, AdditivePredictor
+from inferperf.predict.base import TARGETS, PredictorError, log_labels, register
+from inferperf.predict.features import TABULAR_FEATURE_NAMES, tabular_matrix
+
+#: the correction's input columns, in order (recorded in the artifact: a different layout is refused)
+CORRECTION_FEATURE_NAMES: tuple[str, ...] = (
+    *TABULAR_FEATURE_NAMES,
+    *(f"share:{c}" for c in LATENCY_COLUMNS),
+    *(f"log_amount:{c}" for c in LATENCY_COLUMNS),
+)
+_MIN_RESIDUALS = 50  # fewer labelled runs than this for a target: no correction, the additive model alone
+
+
+@register("additive-gbm")
+class AdditiveGBMPredictor(AdditivePredictor):
+    """Additive cost model × a gradient-boosted correction factor; see the module docstring."""
+
+    name = "additive-gbm"
+    default_family_folds = 5
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 300,
+        learning_rate: float = 0.03,
+        num_leaves: int = 15,
+        min_child_samples: int = 20,
+        huber_delta: float = 0.2,
+        correction: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.huber_delta = huber_delta
+        #: multiplies the learned log correction (0 = the additive model; kept for ablation)
+        self.correction = correction
+
+    def _correction_matrix(
+        self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]
+    ) -> np.ndarray:
+        """[n, len(CORRECTION_FEATURE_NAMES)] the correction's inputs (needs fitted prices)."""
+        lat, _ = self._rows(graphs, devices)
+        shares = np.zeros_like(lat)
+        for i, (c, d) in enumerate(zip(configs, devices, strict=True)):
+            prices = self._prices_for("latency_ms", c, d)
+            if prices is not None:
+                terms = lat[i] * prices
+                shares[i] = terms / max(float(terms.sum()), 1e-12)
+        return np.concatenate(
+            [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9))], axis=1
+        )
+
+    def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
+        import lightgbm as lgb
+
+        super()._fit(train, dev)  # the prices
+        samples = list(train)
+        graphs, configs, devices = [s.graph for s in samples], [s.config for s in samples], [s.device for s in samples]
+        residual = log_labels(train) - AdditivePredictor._predict_log(self, graphs, configs, devices)
+        x = self._correction_matrix(graphs, configs, devices)
+        self.boosters_: dict[str, Any] = {}
+        for j, target in enumerate(TARGETS):
+            ok = np.isfinite(residual[:, j])
+            if ok.sum() < _MIN_RESIDUALS:
+                continue
+            params = {
+                "objective": "huber", "alpha": self.huber_delta, "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
+                "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8, "lambda_l2": 1.0,
+                "num_threads": 1, "seed": self.seed, "verbosity": -1, "deterministic": True,
+                "force_row_wise": True,
+            }
+            # a fixed number of rounds, not early stopping on dev: dev is drawn from the training families, and
+            # rounds chosen there fit them, not the families a user brings
+            self.boosters_[target] = lgb.train(params, lgb.Dataset(x[ok], residual[ok, j]),
+                                               num_boost_round=self.n_estimators)
+
+    def _corrections(
+        self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]
+    ) -> np.ndarray:
+        """[n, len(TARGETS)] the learned log correction (0 where a target has none)."""
+        out = np.zeros((len(graphs), len(TARGETS)))
+        if not graphs or not self.boosters_:
+            return out
+        x = self._correction_matrix(graphs, configs, devices)
+        for j, target in enumerate(TARGETS):
+            booster = self.boosters_.get(target)
+            if booster is not None:
+                out[:, j] = self.correction * booster.predict(x)
+        return out
+
+    def _predict_log(
+        self,
+        graphs: Sequence[ModelGraph],
+        configs: Sequence[dict[str, Any]],
+        devices: Sequence[dict[str, Any]],
+    ) -> np.ndarray:
+        return super()._predict_log(graphs, configs, devices) + self._corrections(graphs, configs, devices)
+
+    def _breakdown(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+        """The additive terms scaled by the correction factor (so they still sum to ``latency_ms``), and the
+        factor itself: how far the context moved this graph from the plain sum of prices."""
+        out = super()._breakdown(graph, config, device)
+        if not out:
+            return out
+        factor = float(np.exp(self._corrections([graph], [config], [device])[0, TARGETS.index("latency_ms")]))
+        out["by_term"] = {k: v * factor for k, v in out["by_term"].items()}
+        out["correction_factor"] = factor
+        return out
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        state = super()._save_state(directory)
+        files = {}
+        for target, booster in self.boosters_.items():
+            name = f"correction-{target}.txt"
+            booster.save_model(str(directory / name))
+            files[target] = name
+        return {**state, "correction_files": files, "correction_features": list(CORRECTION_FEATURE_NAMES)}
+
+    def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
+        import lightgbm as lgb
+
+        super()._load_state(directory, state)
+        if list(state.get("correction_features") or []) != list(CORRECTION_FEATURE_NAMES):
+            raise PredictorError(
+                f"{directory}: this additive-gbm artifact corrects from other features than this version computes; "
+                "train it again (inferperf train --predictor additive-gbm)"
+            )
+        self.boosters_ = {t: lgb.Booster(model_file=str(directory / f))
+                          for t, f in (state.get("correction_files") or {}).items()}
