@@ -100,6 +100,8 @@ def main() -> int:
     ap.add_argument("--window-s", type=float, default=0.6, help="seconds per measurement window")
     ap.add_argument("--skip-lofo", action="store_true")
     ap.add_argument("--skip-share-holdout", action="store_true", help="leave-family-out only (no share holdout)")
+    ap.add_argument("--only-share-holdout", action="store_true",
+                    help="the held-out compute shares only (the rest of --out, if it exists, is kept)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="hyper-parameter, as `inferperf evaluate --set` (fusion-kernel.kernel_prior=false)")
     ap.add_argument("--out", default=str(ROOT / "results" / "fusion_eval.json"))
@@ -123,7 +125,14 @@ def main() -> int:
     for name, extra in hparams_for(args.set, predictors).items():
         hparams.setdefault(name, {}).update(extra)
 
-    if not args.skip_lofo:
+    if args.only_share_holdout:
+        dataset, load_report = load_perfdb(args.db, home=args.home, limit=args.limit, per_family=args.per_family)
+        result.update({k: v for k, v in previous.items() if k not in ("created", "command", "db", "wall_s")})
+        _log(f"held-out compute shares on {len(dataset)} profiled runs")
+        result["held_out_shares"] = share_holdout(dataset, "fusion-kernel", seed=args.seed,
+                                                  hparams=hparams.get("fusion-kernel"))
+        result["held_out_shares"]["data"] = {**load_report, "n_runs": len(dataset)}
+    elif not args.skip_lofo:
         dataset, load_report = load_perfdb(args.db, home=args.home, limit=args.limit,
                                             per_family=args.per_family)
         result["data"] = {**load_report, "n_runs": len(dataset), "n_graphs": len(dataset.graph_keys()),

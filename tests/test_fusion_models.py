@@ -13,7 +13,7 @@ from inferperf.dataset.core import GraphDataset
 from inferperf.ir.graph import Edge, ModelGraph, Node, TensorInfo
 from inferperf.predict import Predictor, get_predictor, list_predictors
 from inferperf.predict.fusion import FusionKernelPredictor, RuleKernelPredictor
-from inferperf.predict.fusion.data import EdgeExample, graph_labels, kernel_examples, toy_dataset
+from inferperf.predict.fusion.data import EdgeExample, edge_examples, graph_labels, kernel_examples, toy_dataset
 from inferperf.predict.fusion.edge_classifier import EdgeClassifier
 from inferperf.predict.fusion.evaluation import edge_metrics, family_folds, leave_family_out, share_holdout
 from inferperf.predict.fusion.kernel_model import KernelModel
@@ -163,6 +163,8 @@ def test_evaluation_reports_fusion_kernels_and_shares(toy: GraphDataset) -> None
     two = [s for s in toy if s.config["intra_op_threads"] == 2]
     blind = np.mean([abs(one_thread[s.graph_key] / s.label("latency_ms") - 1) for s in two]) * 100
     assert held["share_blind_on_paired"] == pytest.approx(blind)
+    # the nearest-share fallback (γ = 0.5, one share in training) against the networks' own extrapolation
+    assert held["share_exponent"] == 0.5 and held["without_share_fallback"]["mape"] != pytest.approx(held["mape"])
     one = GraphDataset([s for s in toy if s.config["intra_op_threads"] == 1])
     assert share_holdout(one, "rule-kernel")["status"] == "skipped"
 
@@ -300,3 +302,29 @@ def test_a_share_beyond_the_trained_ones_is_predicted_at_the_nearest_and_scaled(
     assert at_two.breakdown["kernel_sum_ms"] + at_two.breakdown["fixed_ms"] == pytest.approx(at_two.latency_ms)
     fixed = get_predictor("fusion-kernel", **TINY_FUSION, share_exponent=1.0).fit(one)
     assert fixed.share_exponent_ == 1.0
+
+
+def test_rule_verdict_is_a_node_input(toy: GraphDataset) -> None:
+    from inferperf.predict.fusion.edge_classifier import node_inputs, rule_node_features
+    from inferperf.predict.fusion.rules import RuleFusion
+
+    s = next(x for x in toy if RuleFusion().partition(x.graph, x.config).edge_fused.any())
+    flags = rule_node_features(s.graph, s.config)
+    fused = RuleFusion().partition(s.graph, s.config).edge_fused
+    for e, f in zip(s.graph.edges, fused, strict=True):
+        if f:
+            assert flags[e.dst, 0] == 1.0 and flags[e.src, 1] == 1.0
+    assert flags[:, 0].sum() == len({e.dst for e, f in zip(s.graph.edges, fused, strict=True) if f})
+    with_rules = node_inputs(s.graph, s.config, s.device, rule_nodes=True)
+    np.testing.assert_array_equal(with_rules[:, -2:], flags)
+    assert with_rules.shape[1] == node_inputs(s.graph, s.config, s.device).shape[1] + 2
+
+def test_edge_classifier_saved_before_rule_nodes_loads_without_them(toy: GraphDataset, tmp_path: Path) -> None:
+    examples = edge_examples(toy)
+    clf = EdgeClassifier(hidden=16, lstm_hidden=16, epochs=1, seed=0).fit(examples)
+    assert clf.rule_nodes is True
+    state = clf.save(tmp_path)
+    again = EdgeClassifier.load(tmp_path, state)
+    assert again.rule_nodes is True
+    old = {**state, "params": {k: v for k, v in state["params"].items() if k != "rule_nodes"}}
+    assert EdgeClassifier.load(tmp_path, old).rule_nodes is False  # an artifact from before did without them

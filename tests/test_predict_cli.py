@@ -208,3 +208,9 @@ def test_kernel_breakdown_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "2 kernels, 1 of 2 edges fused" in printed and "top kernels by predicted time" in printed
     assert "Conv+Relu" in printed and "50.0%" in printed  # 2 of the 4 ms
     assert "time per kernel type" in printed and "(fixed overhead)" in printed
+    assert "never measured" not in printed
+    fused.scale(0.5 ** 0.5, {"share": 1.0, "predicted_at": 0.5, "exponent": 0.5})
+    assert fused.latency_ms == pytest.approx(4.0 * 0.5 ** 0.5)
+    _print_breakdown(fused.breakdown(top=5))
+    printed = capsys.readouterr().out
+    assert "compute share 1 was never measured: predicted at 0.5" in printed

@@ -448,6 +448,14 @@ def _print_breakdown(breakdown: dict[str, Any]) -> None:
         console.print(terms)
     if total is not None and breakdown.get("fixed_ms") is not None:
         console.print(f"[dim]fixed per-run overhead {breakdown['fixed_ms']:.4g} ms of {total:.4g} ms[/dim]")
+    if breakdown.get("correction_factor") is not None:
+        console.print(f"[dim]the terms include the learned correction ×{breakdown['correction_factor']:.3f} "
+                      "(additive-gbm)[/dim]")
+    extrapolated = breakdown.get("share_extrapolation")
+    if extrapolated:
+        console.print(f"[yellow]compute share {extrapolated['share']:.3g} was never measured: predicted at "
+                      f"{extrapolated['predicted_at']:.3g} and scaled ×{extrapolated['factor']:.3f} "
+                      f"(latency ∝ share^-{extrapolated['exponent']:.2f})[/yellow]")
 
 
 def _print_prediction(out: dict[str, Any], mig_asked: bool = False) -> None:

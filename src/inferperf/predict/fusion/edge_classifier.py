@@ -5,7 +5,9 @@ Architecture (the paper's, with the deviations noted):
 - node inputs: the encoded node features of :mod:`inferperf.ir.features` (columns that are zero in every
   training node dropped, standardised), the structural facts of
   :func:`~inferperf.predict.fusion.data.structural_node_features`, and the runtime settings
-  (opt level, threads, compute share) broadcast to every node — fusion depends on them;
+  (opt level, threads, compute share) broadcast to every node — fusion depends on them; and (deviation,
+  ``rule_nodes``) whether the hand-written rules fuse the node with a producer / a consumer
+  (:func:`rule_node_features`);
 - one GAT layer (128 channels) → GraphSizeNorm → ReLU over the *directed* graph. Deviation: the 128
   channels are split between a GAT over producer→consumer edges and one over the reversed edges, because
   whether a node fuses depends on its consumers as much as on its producers (a MatMul with two consumers
@@ -43,13 +45,43 @@ from inferperf.predict.fusion.data import (
     structural_node_features,
 )
 
+#: the hand-written rules' verdict per node (:func:`rule_node_features`), node inputs when ``rule_nodes``
+RULE_NODE_FEATURE_NAMES: tuple[str, ...] = ("rule_fused_with_producer", "rule_fused_with_consumer")
 
-def node_inputs(graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> np.ndarray:
-    """[N, F] raw node inputs: encoded node features ⊕ structural features ⊕ broadcast runtime settings."""
+
+def rule_node_features(graph: ModelGraph, config: dict[str, Any] | None) -> np.ndarray:
+    """[N, 2] whether the rules fuse a node with one of its producers / consumers.
+
+    Why as a node input, not only as the edge input ``rule_fused``: that one reaches the final linear layer
+    only, where the endpoint embeddings outvote it — held out, SqueezeBERT's edges were 75% right against the
+    rules' 99% (every Conv → Reshape and Transpose → LayerNorm predicted fused, every Transpose → MatMul not;
+    the rules had each right), although on the training families' dev runs the network beat the rules on
+    every op pair. In the embeddings the verdict can be combined with the op types, as the GELU nearness is.
+    """
+    from inferperf.predict.fusion.rules import RuleFusion
+
+    out = np.zeros((len(graph.nodes), len(RULE_NODE_FEATURE_NAMES)), dtype=np.float32)
+    if not graph.edges:
+        return out
+    fused = RuleFusion().partition(graph, config).edge_fused
+    for e, f in zip(graph.edges, fused, strict=True):
+        if f:
+            out[e.dst, 0] = 1.0
+            out[e.src, 1] = 1.0
+    return out
+
+
+def node_inputs(graph: ModelGraph, config: dict[str, Any], device: dict[str, Any], rule_nodes: bool = False
+                ) -> np.ndarray:
+    """[N, F] raw node inputs: encoded node features ⊕ structural features ⊕ broadcast runtime settings
+    (⊕ the rules' verdict per node with ``rule_nodes``)."""
     base = NODE_FEATURES.matrix(graph).astype(np.float32)
     struct = structural_node_features(graph)
     res = np.broadcast_to(resource_features(config, device).astype(np.float32), (len(graph.nodes), 4))
-    return np.concatenate([base, struct, res], axis=1)
+    parts = [base, struct, res]
+    if rule_nodes:
+        parts.append(rule_node_features(graph, config))
+    return np.concatenate(parts, axis=1)
 
 
 class _ColumnScaler:
@@ -153,6 +185,7 @@ class EdgeClassifier:
         batch_size: int = 32,
         lr: float = 1e-2,
         node_weight: float = 0.5,
+        rule_nodes: bool = True,
         seed: int = 0,
     ) -> None:
         if directions not in ("forward", "both"):
@@ -165,12 +198,14 @@ class EdgeClassifier:
         self.batch_size = batch_size
         self.lr = lr
         self.node_weight = node_weight
+        #: the rules' verdict as node inputs too (:func:`rule_node_features`)
+        self.rule_nodes = rule_nodes
         self.seed = seed
         self.model_: Any = None
 
     def params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("hidden", "lstm_hidden", "directions", "gat_layers", "epochs",
-                                              "batch_size", "lr", "node_weight", "seed")}
+                                              "batch_size", "lr", "node_weight", "rule_nodes", "seed")}
 
     # ---- encoding ------------------------------------------------------------------------------------
     def _encode(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any],
@@ -179,7 +214,7 @@ class EdgeClassifier:
         """``raw`` / ``edges``: the node inputs and edge features when the caller already computed them."""
         import torch
 
-        x = self.scaler_.transform(node_inputs(graph, config, device) if raw is None else raw)
+        x = self.scaler_.transform(node_inputs(graph, config, device, self.rule_nodes) if raw is None else raw)
         ea = ((edge_features(graph, config) if edges is None else edges) - self.edge_mean_) / self.edge_scale_
         return _Encoded(
             torch.from_numpy(x), torch.from_numpy(edge_index(graph)), torch.from_numpy(ea.astype(np.float32)),
@@ -214,7 +249,7 @@ class EdgeClassifier:
             raise ValueError("no labelled graphs to train the fusion classifier on")
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        raw = [node_inputs(ex.graph, ex.config, ex.device) for ex in train]
+        raw = [node_inputs(ex.graph, ex.config, ex.device, self.rule_nodes) for ex in train]
         self.scaler_ = _ColumnScaler().fit(raw)
         edges = [edge_features(ex.graph, ex.config) for ex in train]  # runs the fusion rules: once per graph
         ea_all = np.concatenate(edges)
@@ -341,7 +376,8 @@ class EdgeClassifier:
             raise PredictorError(f"{directory}: the fusion edge classifier was trained on other edge or node features "
                                  "than this version computes; train it again (inferperf train --predictor "
                                  "fusion-kernel)")
-        obj = cls(**state["params"])
+        # artifacts from before the rules' node inputs: their params lack the switch, and they did without
+        obj = cls(**{"rule_nodes": False, **state["params"]})
         obj.scaler_ = _ColumnScaler.from_state(state["scaler"])
         obj.edge_mean_ = np.asarray(state["edge_mean"], dtype=np.float32)
         obj.edge_scale_ = np.asarray(state["edge_scale"], dtype=np.float32)

@@ -334,6 +334,14 @@ def share_holdout(
         truth = np.array([s.label("latency_ms") or np.nan for s in test])
         entry = {**regression_report(truth, pred), "n_train": len(rest), "n_test": len(test),
                  "families": len(test.families())}
+        trained = getattr(model, "train_shares_", None)
+        if trained is not None:  # a kernel-level predictor: what its nearest-share fallback is worth
+            entry["share_exponent"] = model.share_exponent_
+            model.train_shares_ = {k: sorted({*v, share}) for k, v in trained.items()}  # "seen": no fallback
+            try:
+                entry["without_share_fallback"] = regression_report(truth, model.predict_dataset(test)["pred"][:, 0])
+            finally:
+                model.train_shares_ = trained
         others = [o for o in distinct if o != share]
         blind, scaled, pred_paired, truth_paired = [], [], [], []
         for s, t, p in zip(test, truth, pred, strict=True):

@@ -334,6 +334,7 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         edge_epochs: int = 40,
         edge_batch_size: int = 8,
         edge_lr: float = 5e-3,
+        edge_rule_nodes: bool = True,
         fuse_threshold: float | None = None,
         exec_threshold: float = 0.5,
         kernel_hidden: int = 256,
@@ -352,6 +353,7 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         self.edge_epochs = edge_epochs
         self.edge_batch_size = edge_batch_size
         self.edge_lr = edge_lr
+        self.edge_rule_nodes = edge_rule_nodes
         self.fuse_threshold = fuse_threshold
         self.exec_threshold = exec_threshold
         self.kernel_hidden = kernel_hidden
@@ -370,7 +372,8 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         dev_ex = edge_examples(dev) if dev is not None else []
         self.edge_model_ = EdgeClassifier(
             hidden=self.edge_hidden, lstm_hidden=self.edge_lstm_hidden, directions=self.edge_directions,
-            epochs=self.edge_epochs, batch_size=self.edge_batch_size, lr=self.edge_lr, seed=self.seed,
+            epochs=self.edge_epochs, batch_size=self.edge_batch_size, lr=self.edge_lr,
+            rule_nodes=self.edge_rule_nodes, seed=self.seed,
         ).fit(edge_examples(train), dev_ex or None)
         # fused edges are the minority and a missed fusion costs a kernel launch: pick the threshold on dev
         self.threshold_ = (self.edge_model_.choose_threshold(dev_ex) if self.fuse_threshold is None and dev_ex
