@@ -346,6 +346,21 @@ def gelu_core_nearness(graph: ModelGraph) -> np.ndarray:
     return np.where(np.isfinite(dist), 1.0 / (1.0 + dist), 0.0).astype(np.float32)
 
 
+def rule_edge_fused(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:
+    """[E] bool: the hand-written rules' fusion verdict per edge, computed once per graph and opt level.
+
+    Both the edge input ``rule_fused`` and the node inputs of
+    :func:`~inferperf.predict.fusion.edge_classifier.rule_node_features` read it; the rules depend on the
+    configuration through its opt level only."""
+    from inferperf.predict.fusion.rules import RuleFusion
+
+    cache = graph.__dict__.setdefault("_fusion_cache", {})
+    key = ("rule_edge_fused", str((config or {}).get("opt_level", "all")))
+    if key not in cache:
+        cache[key] = RuleFusion().partition(graph, config).edge_fused
+    return cache[key]
+
+
 def edge_features(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:
     """[E, len(EDGE_FEATURE_NAMES)] float32 per-edge facts for the classifier's final layer.
 
@@ -360,9 +375,7 @@ def edge_features(graph: ModelGraph, config: dict[str, Any] | None = None) -> np
     out = np.zeros((m, len(EDGE_FEATURE_NAMES)), dtype=np.float32)
     if m == 0:
         return out
-    from inferperf.predict.fusion.rules import RuleFusion
-
-    out[:, 4] = RuleFusion().partition(graph, config).edge_fused.astype(np.float32)
+    out[:, 4] = rule_edge_fused(graph, config).astype(np.float32)
     near = gelu_core_nearness(graph)
     consumers: dict[int, set[int]] = {}
     preds: dict[int, set[int]] = {}

@@ -42,6 +42,7 @@ from inferperf.predict.fusion.data import (
     EdgeExample,
     edge_features,
     resource_features,
+    rule_edge_fused,
     structural_node_features,
 )
 
@@ -58,12 +59,10 @@ def rule_node_features(graph: ModelGraph, config: dict[str, Any] | None) -> np.n
     the rules had each right), although on the training families' dev runs the network beat the rules on
     every op pair. In the embeddings the verdict can be combined with the op types, as the GELU nearness is.
     """
-    from inferperf.predict.fusion.rules import RuleFusion
-
     out = np.zeros((len(graph.nodes), len(RULE_NODE_FEATURE_NAMES)), dtype=np.float32)
     if not graph.edges:
         return out
-    fused = RuleFusion().partition(graph, config).edge_fused
+    fused = rule_edge_fused(graph, config)
     for e, f in zip(graph.edges, fused, strict=True):
         if f:
             out[e.dst, 0] = 1.0

@@ -302,8 +302,6 @@ class KernelModel:
     def load(cls, directory: Path, state: dict[str, Any]) -> KernelModel:
         import torch
 
-        from inferperf.predict.fusion.prior import KernelCostPrior
-
         prior = KernelCostPrior.from_state(state["prior"]) if state.get("prior") else None
         obj = cls(prior=prior, **state["params"])
         obj.types_ = list(state["types"])

@@ -52,6 +52,7 @@ from inferperf.ir.features import edge_index
 from inferperf.ir.graph import ModelGraph
 from inferperf.predict.base import Predictor, PredictorError, json_clean, register
 from inferperf.predict.fusion.data import (
+    _num,
     compute_share,
     device_resource_vector,
     edge_examples,
@@ -90,7 +91,7 @@ def _with_share(config: dict[str, Any], device: dict[str, Any], share: float
     """The same run at another compute share (MPS percentage on a GPU, thread count on a CPU); None if the
     device does not say how many CPUs it has."""
     feats = device.get("features") or {}
-    if feats.get("is_gpu") in (1, 1.0, True):
+    if _num(feats.get("is_gpu")) == 1.0:  # as compute_share reads it
         return config, {**device, "features": {**feats, "gpu_mps_share": share * 100.0}}
     cpus = feats.get("cpu_logical_cpus") or feats.get("cpu_physical_cores")
     if not cpus:
