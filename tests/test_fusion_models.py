@@ -106,6 +106,18 @@ def test_kernel_model_fit_predict_save_load(toy: GraphDataset, tmp_path: Path) -
     assert all(len(t) == 3 and t[0][1] >= t[1][1] >= t[2][1] for t in top)
 
 
+def test_rule_types_make_the_type_ranking_open_vocabulary() -> None:
+    km = KernelModel()
+    km.types_ = ["Conv", "Gemm", "LayerNorm", "Softmax"]
+    probs = np.array([[0.1, 0.6, 0.2, 0.1], [0.7, 0.1, 0.15, 0.05], [0.4, 0.3, 0.2, 0.1]])
+    plain = km.top_types(probs, 2)
+    assert [[t for t, _ in row] for row in plain] == [["Gemm", "LayerNorm"], ["Conv", "LayerNorm"], ["Conv", "Gemm"]]
+    ranked = km.top_types(probs, 2, ["Gemm", "LSTM", "Softmax"])
+    assert ranked[0] == plain[0]  # the rules agree with the classifier: nothing moves
+    assert ranked[1] == [("LSTM", None), ("Conv", 0.7)]  # a type no training kernel had leads, unscored
+    assert ranked[2] == [("Conv", 0.4), ("Softmax", 0.1)]  # a known one outside the top k takes the last place
+
+
 @pytest.mark.parametrize("name", ["fusion-kernel", "rule-kernel"])
 def test_predictor_round_trip_and_breakdown(toy: GraphDataset, tmp_path: Path, name: str) -> None:
     assert name in {p["name"] for p in list_predictors()}

@@ -194,3 +194,33 @@ def test_gelu_core_nearness_marks_the_neighbourhood_of_erf_and_tanh_only() -> No
     assert col[0] == pytest.approx(1 / 3) and col[-1] == 0.0
     plain = ModelGraph("plain", nodes[:2], edges[:1], graph.inputs, [TensorInfo("t1", shape, "float32")], 17)
     assert not gelu_core_nearness(plain).any()
+
+
+def test_rule_types_name_fused_patterns_and_layout_changes_as_ort_does() -> None:
+    """Profiled on ORT: x·σ(x) runs as QuickGelu, Conv+HardSwish as one kernel, the permutes around a
+    channels-last LayerNorm as NCHWc reorders, transpose–reshape twice as one Transpose; the rules must name
+    every measured kernel the way the profile does."""
+    b = _B()
+    c1 = b.n("Conv", ["x", b.w("w1", 16, 16, 3, 3)], "conv1", pads=[1, 1, 1, 1])
+    hs = b.n("HardSwish", [c1], "hswish")
+    to_last = b.n("Transpose", [hs], "to_last", perm=[0, 2, 3, 1])
+    ln = b.n("LayerNormalization", [to_last, b.w("lns", 16), b.w("lnb", 16)], "ln", axis=-1)
+    to_first = b.n("Transpose", [ln], "to_first", perm=[0, 3, 1, 2])
+    c2 = b.n("Conv", [to_first, b.w("w2", 16, 16, 1, 1)], "conv2")
+    sig = b.n("Sigmoid", [c2], "sig")
+    swish = b.n("Mul", [c2, sig], "swish")
+    # head split and merge: [1, 16, 8, 8] -> [1, 2, 8, 64] -> [1, 8, 2, 64] -> [1, 16, 64] -> [1, 64, 16]
+    r1 = b.n("Reshape", [swish, b.c("s1", [1, 2, 8, 64])], "r1")
+    t1 = b.n("Transpose", [r1], "t1", perm=[0, 2, 1, 3])
+    r2 = b.n("Reshape", [t1, b.c("s2", [1, 16, 64])], "r2")
+    out = b.n("Transpose", [r2], "t2", perm=[0, 2, 1])
+    model = onnx.shape_inference.infer_shapes(h.make_model(
+        h.make_graph(b.nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                     [h.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=b.inits),
+        opset_imports=[h.make_opsetid("", 17)]))
+    sample = profiled_sample(model, "toy_layout", runs=3, warmup=1)
+    labels = graph_labels(sample)
+    types = {labels.kernels[i].kernel_type for i in range(len(labels.kernels))}
+    assert {"Conv+HardSwish", "Data:ReorderOutput", "Data:ReorderInput", "QuickGelu"} <= types, types
+    for k in labels.kernels:
+        assert rule_kernel_type(sample.graph, k.nodes) == k.kernel_type, [sample.graph.nodes[i].name for i in k.nodes]

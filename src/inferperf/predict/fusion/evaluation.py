@@ -101,7 +101,8 @@ def partition_metrics(predictor: Any, dataset: GraphDataset) -> dict[str, dict[s
 
 
 def kernel_metrics(predictor: Any, dataset: GraphDataset) -> dict[str, dict[str, Any]]:
-    """Per family, on the measured kernels: type top-1/top-5, kernel latency MAPE, kernel-sum MAPE."""
+    """Per family, on the measured kernels: type top-1/top-5 (as the predictor ranks types and, for a learned
+    classifier, by the classifier alone: ``classifier_top1/5``), kernel latency MAPE, kernel-sum MAPE."""
     from inferperf.predict.fusion.data import device_resource_vector
     from inferperf.predict.fusion.rules import kernel_features, rule_kernel_type
 
@@ -118,18 +119,22 @@ def kernel_metrics(predictor: Any, dataset: GraphDataset) -> dict[str, dict[str,
         return {}
     if hasattr(predictor, "kernel_model_"):
         log_ms, probs = predictor.kernel_model_.predict(flat)
-        ranked = [[t for t, _ in top] for top in predictor.kernel_model_.top_types(probs, 5)]
+        ranked = [[t for t, _ in top] for top in predictor.rank_types(flat, probs, 5)]
+        classifier = [[t for t, _ in top] for top in predictor.kernel_model_.top_types(probs, 5)]
     else:
         types = [rule_kernel_type(g, nodes) for g, nodes, _, _ in flat]
         x = np.array([np.concatenate([kernel_features(g, nodes), device_resource_vector(c, d)])
                       for g, nodes, c, d in flat])
         log_ms = predictor.regressors_.predict(x, types)
         ranked = [[t] for t in types]
+        classifier = None
     sums: dict[Any, list[float]] = {}
-    for (fam, run, ktype, dur), lm, rk in zip(meta, log_ms, ranked, strict=True):
-        r = rows.setdefault(fam, {"truth": [], "ranked": [], "dur": [], "pred": []})
+    for i, ((fam, run, ktype, dur), lm, rk) in enumerate(zip(meta, log_ms, ranked, strict=True)):
+        r = rows.setdefault(fam, {"truth": [], "ranked": [], "classifier": [], "dur": [], "pred": []})
         r["truth"].append(ktype)
         r["ranked"].append(rk)
+        if classifier is not None:
+            r["classifier"].append(classifier[i])
         r["dur"].append(dur)
         r["pred"].append(math.exp(lm))
         acc = sums.setdefault((fam, run), [0.0, 0.0])
@@ -141,6 +146,8 @@ def kernel_metrics(predictor: Any, dataset: GraphDataset) -> dict[str, dict[str,
         out[fam] = {
             "type_top1": topk_accuracy(r["truth"], r["ranked"], 1),
             "type_top5": topk_accuracy(r["truth"], r["ranked"], 5),
+            **({"classifier_top1": topk_accuracy(r["truth"], r["classifier"], 1),
+                "classifier_top5": topk_accuracy(r["truth"], r["classifier"], 5)} if r["classifier"] else {}),
             "kernel_mape": mape(r["dur"], r["pred"]),
             "kernel_sum_mape": mape([a for a, _ in ks], [b for _, b in ks]),
             "n_kernels": len(r["truth"]),
@@ -283,6 +290,9 @@ def summarize(per: dict[str, Any]) -> dict[str, Any]:
         ker = list(per["kernels"].values())
         out["kernels_mean"] = {m: _mean([r[m] for r in ker]) for m in ("type_top1", "type_top5", "kernel_mape",
                                                                         "kernel_sum_mape")}
+        if all("classifier_top1" in r for r in ker):
+            out["kernels_mean"].update({m: _mean([r[m] for r in ker]) for m in ("classifier_top1",
+                                                                                "classifier_top5")})
     return out
 
 

@@ -283,9 +283,33 @@ class KernelModel:
             raise RuntimeError("KernelModel used before fit/load")
         return self._predict_items(self._items(kernels))
 
-    def top_types(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+    def top_types(self, probs: np.ndarray, k: int = 5, rule_types: Sequence[str] | None = None
+                  ) -> list[list[tuple[str, float | None]]]:
+        """The ``k`` likeliest kernel types per row of ``probs``, with their probabilities.
+
+        With ``rule_types`` (per row, the type the fusion rules compose from the kernel's nodes,
+        :func:`~inferperf.predict.fusion.rules.rule_kernel_type`) the list is open-vocabulary. Why: a
+        classifier can only name types it saw in training, and a held-out family brings kernel types no other
+        family has (``LSTM``, ``Gemm+Sigmoid``, ``InstanceNorm``, ``Reduce:ReduceL2`` — 8–23% of the kernels
+        of four families), while the labels are composed from the node types in a way the rules reproduce. So
+        a rule type outside the classifier's vocabulary leads the list (probability ``None``: the classifier
+        has no opinion on it), and a known rule type missing from the top ``k`` takes the last place.
+        """
         order = np.argsort(-probs, axis=1)[:, :k]
-        return [[(self.types_[j], float(p[j])) for j in row] for row, p in zip(order, probs, strict=True)]
+        out: list[list[tuple[str, float | None]]] = [
+            [(self.types_[j], float(p[j])) for j in row] for row, p in zip(order, probs, strict=True)]
+        if rule_types is None:
+            return out
+        index = {t: j for j, t in enumerate(self.types_)}
+        for i, (rule, p) in enumerate(zip(rule_types, probs, strict=True)):
+            if any(t == rule for t, _ in out[i]):
+                continue
+            j = index.get(rule)
+            if j is None:
+                out[i] = [(rule, None), *out[i][:k - 1]]
+            else:
+                out[i] = [*out[i][:k - 1], (rule, float(p[j]))]
+        return out
 
     # ---- persistence ---------------------------------------------------------------------------------
     def save(self, directory: Path, name: str = "kernel_model.pt") -> dict[str, Any]:

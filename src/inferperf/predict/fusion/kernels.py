@@ -182,7 +182,8 @@ class PredictedKernel:
     node_names: list[str]
     kernel_type: str
     latency_ms: float
-    type_top: list[tuple[str, float]] = field(default_factory=list)
+    #: the likeliest types with the classifier's probability (None for a type only the rules name)
+    type_top: list[tuple[str, float | None]] = field(default_factory=list)
     #: the kernel model's own duration, before the aggregator adds per-kernel runtime overhead
     raw_ms: float | None = None
 

@@ -345,6 +345,7 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         kernel_lr: float = 1e-3,
         kernel_patience: int = 20,
         kernel_prior: bool = True,
+        type_rules: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -366,6 +367,9 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         #: learn each kernel's latency relative to what the additive prices say its nodes cost
         #: (:mod:`inferperf.predict.fusion.prior`); False is the paper's model, kept for ablation
         self.kernel_prior = kernel_prior
+        #: rank the fusion rules' composed type with the classifier's (:meth:`KernelModel.top_types`): names a
+        #: kernel type no training family had; False is the classifier alone, kept for ablation
+        self.type_rules = type_rules
 
     def _fit_partition(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         from inferperf.predict.fusion.edge_classifier import EdgeClassifier
@@ -402,11 +406,20 @@ class FusionKernelPredictor(_KernelLevelPredictor):
             out.append((fused, executed, extract_kernels(len(g.nodes), edge_index(g), fused, executed)))
         return out
 
+    def rank_types(self, kernels: Sequence[tuple[ModelGraph, Sequence[int], dict[str, Any], dict[str, Any]]],
+                   probs: np.ndarray, k: int = 5) -> list[list[tuple[str, float | None]]]:
+        """The ``k`` likeliest types of each (graph, nodes, config, device) kernel given the classifier's
+        ``probs``; with ``type_rules``, open-vocabulary (see :meth:`KernelModel.top_types`)."""
+        from inferperf.predict.fusion.rules import rule_kernel_type
+
+        rules = [rule_kernel_type(g, nodes) for g, nodes, _, _ in kernels] if self.type_rules else None
+        return self.kernel_model_.top_types(probs, k, rules)
+
     def explain_many(self, items: Sequence[tuple[ModelGraph, dict[str, Any], dict[str, Any]]]) -> list[FusedGraph]:
         parts = self.partition(items)
         flat = [(g, k, c, d) for (g, c, d), (_, _, ks) in zip(items, parts, strict=True) for k in ks]
         log_ms, probs = self.kernel_model_.predict(flat)
-        tops = self.kernel_model_.top_types(probs) if len(flat) else []
+        tops = self.rank_types(flat, probs) if len(flat) else []
         out, pos = [], 0
         for (g, c, d), (fused, executed, ks) in zip(items, parts, strict=True):
             n = len(ks)

@@ -36,7 +36,7 @@ from inferperf.measure.fusion import DATA_OPS, ELEMENTWISE_OPS
 from inferperf.predict.fusion.data import KernelExample, device_resource_vector, static_nodes
 from inferperf.predict.fusion.kernels import extract_kernels, fused_edges_of
 
-CONV_ACTIVATIONS = frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"})
+CONV_ACTIVATIONS = frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish"})
 GEMM_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "Elu"})
 ELIMINATED_OPS = frozenset({"Identity", "Dropout"})
 
@@ -338,8 +338,22 @@ def rule_kernel_type(graph: ModelGraph, nodes: Sequence[int]) -> str:
         return "BiasGelu" if ops[0] == "Add" else "Gelu"
     if "LayerNormalization" in opset or {"ReduceMean", "Sqrt"} <= opset:
         return "SkipLayerNorm" if ops[0] == "Add" else "LayerNorm"
+    if len(nodes) > 1:
+        # the runtime's fused element-wise and data kernels are named for the pattern, not its last node
+        if "Tanh" in opset and "Mul" in opset and ("Pow" in opset or len(nodes) >= 5):
+            return "FastGelu"  # the tanh approximation of GELU
+        if opset == {"Sigmoid", "Mul"}:
+            return "QuickGelu"  # x·sigmoid(αx), SiLU included
+        if opset <= {"Slice", "Gather"}:
+            return "Data:Split"  # sibling slices / gathers of one tensor become one Split
+        if opset == {"Transpose", "Reshape"} and ops.count("Transpose") >= 2 and ops.count("Reshape") >= 2:
+            return "Data:Transpose"  # transpose-reshape twice (head split / merge): ORT keeps one transpose
     op = graph.nodes[nodes[0]].op_type if len(nodes) == 1 else ops[-1]
     node = graph.nodes[nodes[0]]
+    if len(nodes) == 1 and op == "Transpose":
+        reorder = _reorder_label(graph, nodes[0])
+        if reorder is not None:
+            return reorder
     if node.domain not in ("", "ai.onnx") and len(nodes) == 1:
         return op
     if op in _NORM_LABELS:
@@ -385,6 +399,40 @@ def tensor_consumers(graph: ModelGraph) -> dict[str, set[int]]:
             out.setdefault(e.tensor, set()).add(e.dst)
         cache[key] = out
     return cache[key]
+
+
+def node_neighbours(graph: ModelGraph) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """(producers, consumers) of every node index, memoised on the graph object (kernel labels ask per kernel)."""
+    cache = graph.__dict__.setdefault("_fusion_cache", {})
+    key = ("neighbours", len(graph.edges))
+    if key not in cache:
+        preds: dict[int, list[int]] = {}
+        succs: dict[int, list[int]] = {}
+        for e in graph.edges:
+            preds.setdefault(e.dst, []).append(e.src)
+            succs.setdefault(e.src, []).append(e.dst)
+        cache[key] = (preds, succs)
+    return cache[key]
+
+
+def _reorder_label(graph: ModelGraph, i: int) -> str | None:
+    """A lone 4-D transpose between a convolution and a channels-last op is where ORT's NCHWc transformer
+    puts its layout change (ConvNeXt's permutes around LayerNorm): the kernel that runs is a
+    ``ReorderOutput`` (out of the blocked layout to NHWC) or a ``ReorderInput`` (NHWC into it), not a
+    ``Transpose`` (2,810 of the 2,833 such transposes in the reference profiles)."""
+    perm = tuple(graph.nodes[i].attributes.get("perm") or ())
+    preds, succs = node_neighbours(graph)
+    def after_conv(j: int, hops: int = 3) -> bool:  # a conv, or a conv's fused activation
+        op = graph.nodes[j].op_type
+        if op == "Conv":
+            return True
+        return hops > 0 and op in CONV_ACTIVATIONS and any(after_conv(p, hops - 1) for p in preds.get(j, ()))
+
+    if perm == (0, 2, 3, 1) and any(after_conv(p) for p in preds.get(i, ())):
+        return "Data:ReorderOutput"
+    if perm == (0, 3, 1, 2) and any(graph.nodes[c].op_type == "Conv" for c in succs.get(i, ())):
+        return "Data:ReorderInput"
+    return None
 
 
 def kernel_features(graph: ModelGraph, nodes: Sequence[int]) -> np.ndarray:
