@@ -340,3 +340,29 @@ def test_edge_classifier_saved_before_rule_nodes_loads_without_them(toy: GraphDa
     assert again.rule_nodes is True
     old = {**state, "params": {k: v for k, v in state["params"].items() if k != "rule_nodes"}}
     assert EdgeClassifier.load(tmp_path, old).rule_nodes is False  # an artifact from before did without them
+
+
+def test_calibrated_kernel_targets_add_up_to_the_timed_run(toy: GraphDataset) -> None:
+    """With calibrate_kernels the kernel model learns each run's kernels rescaled so that they plus the fixed
+    cost equal the run's timed latency (the profile gives the shares, the timed run the total); without it,
+    the profiled durations. Prediction never sees a latency: the calibration exists only while fitting."""
+    from inferperf.predict.fusion.data import profiled_samples
+    from inferperf.predict.fusion.predictor import _share_key
+
+    plain = get_predictor("rule-kernel", n_estimators=20).fit(toy)
+    cal = get_predictor("rule-kernel", n_estimators=20, calibrate_kernels=True).fit(toy)
+    assert cal._calibration is None and plain._calibration is None
+    s, lab = profiled_samples(toy)[0]
+    raw = np.array([k.duration_ms for k in lab.kernels])
+    assert np.array_equal(plain._kernel_durations(s, lab), raw)
+    assert np.array_equal(cal._kernel_durations(s, lab), raw)  # after fit: no calibration left
+    cal._calibration = cal._fit_aggregators(profiled_samples(toy))
+    agg = cal._calibration[1].get(_share_key(s.config, s.device), cal._calibration[0])
+    scaled = cal._kernel_durations(s, lab)
+    factor = s.label("latency_ms") / (agg.kernel_ms(raw).sum() + agg.c)
+    if cal.CALIBRATION_RANGE[0] < factor < cal.CALIBRATION_RANGE[1]:
+        assert scaled.sum() + agg.c == pytest.approx(s.label("latency_ms"), rel=1e-9)
+    assert np.allclose(scaled / agg.kernel_ms(raw), scaled[0] / agg.kernel_ms(raw)[0])  # shares kept
+    cal._calibration = None
+    # the aggregator fitted on calibrated sums is close to the identity
+    assert cal.overhead_.a == pytest.approx(1.0, abs=0.15)

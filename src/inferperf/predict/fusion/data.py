@@ -452,12 +452,19 @@ def edge_examples(dataset: Iterable[Sample]) -> list[EdgeExample]:
     return out
 
 
-def kernel_examples(dataset: Iterable[Sample]) -> list[KernelExample]:
-    """Every measured kernel of every profiled sample (duplicates are merged by the kernel model)."""
+def kernel_examples(
+    dataset: Iterable[Sample],
+    durations: Callable[[Sample, GraphLabels], np.ndarray] | None = None,
+) -> list[KernelExample]:
+    """Every measured kernel of every profiled sample (duplicates are merged by the kernel model).
+
+    ``durations(sample, labels)`` replaces the profiled durations of a run's kernels (same order) — the
+    run-calibrated targets of ``FusionKernelPredictor(calibrate_kernels=True)``."""
     out = []
     for s, lab in profiled_samples(dataset):
-        for k in lab.kernels:
-            if k.duration_ms > 0:
+        ms = durations(s, lab) if durations is not None else [k.duration_ms for k in lab.kernels]
+        for k, d in zip(lab.kernels, ms, strict=True):
+            if k.duration_ms > 0 and d > 0:
                 out.append(
                     KernelExample(
                         s.graph,
@@ -465,7 +472,7 @@ def kernel_examples(dataset: Iterable[Sample]) -> list[KernelExample]:
                         s.config,
                         s.device,
                         k.kernel_type,
-                        k.duration_ms,
+                        float(d),
                         s.family,
                         s.graph_key,
                     )
