@@ -224,3 +224,23 @@ def test_rule_types_name_fused_patterns_and_layout_changes_as_ort_does() -> None
     assert {"Conv+HardSwish", "Data:ReorderOutput", "Data:ReorderInput", "QuickGelu"} <= types, types
     for k in labels.kernels:
         assert rule_kernel_type(sample.graph, k.nodes) == k.kernel_type, [sample.graph.nodes[i].name for i in k.nodes]
+
+
+def test_rule_kernel_summary_counts_the_kernels_ort_launches() -> None:
+    from inferperf.predict.fusion.rules import RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary
+
+    b = _B()
+    c1 = b.n("Conv", ["x", b.w("w1", 8, 3, 3, 3)], "conv1", pads=[1, 1, 1, 1])
+    r1 = b.n("Relu", [c1], "relu1")
+    c2 = b.n("Conv", [r1, b.w("w2", 8, 8, 3, 3)], "conv2", pads=[1, 1, 1, 1])
+    add = b.n("Add", [c2, r1], "add")
+    out = b.n("Relu", [add], "relu2")
+    g = b.graph([1, 3, 8, 8], out)
+    summary = dict(zip(RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary(g, {"opt_level": "all"}), strict=True))
+    assert summary["rule_kernels:log_n"] == pytest.approx(np.log1p(2))  # Conv+Relu, Conv+Add+Relu
+    assert summary["rule_kernels:per_node"] == pytest.approx(2 / 5)
+    assert summary["rule_kernels:log_n_conv"] == pytest.approx(np.log1p(2))
+    assert summary["rule_kernels:log_n_other"] == summary["rule_kernels:log_n_gemm"] == 0.0
+    unfused = dict(zip(RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary(g, {"opt_level": "disable"}), strict=True))
+    assert unfused["rule_kernels:log_n"] == pytest.approx(np.log1p(5))  # nothing fused: one kernel per node
+    assert unfused["rule_kernels:log_n_elementwise"] == pytest.approx(np.log1p(3))

@@ -401,6 +401,39 @@ def tensor_consumers(graph: ModelGraph) -> dict[str, set[int]]:
     return cache[key]
 
 
+#: kernel type groups counted by :func:`rule_kernel_summary` (first match on the type label; the rest: other)
+KERNEL_GROUPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul", "Data:", "Elementwise:", "Norm", "Reduce:", "Gelu")
+RULE_KERNEL_SUMMARY_NAMES: tuple[str, ...] = (
+    "rule_kernels:log_n", "rule_kernels:per_node", "rule_kernels:log_nodes_run",
+    *(f"rule_kernels:log_n_{g.rstrip(':').lower()}" for g in KERNEL_GROUPS), "rule_kernels:log_n_other",
+)
+
+
+def _in_group(kernel_type: str, group: str) -> bool:
+    # Norm and Gelu name a kind anywhere in the label (SkipLayerNorm, BatchNorm; BiasGelu, QuickGelu)
+    return group in kernel_type if group in ("Norm", "Gelu") else kernel_type.startswith(group)
+
+
+def rule_kernel_summary(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:
+    """[len(RULE_KERNEL_SUMMARY_NAMES)] how many kernels the rules say ORT launches, and of which kinds.
+
+    Why: a graph-level model counts nodes, but a runtime dispatches kernels — a BERT layer's 20-odd nodes
+    run as ~12 kernels, an MLP's Gemm+activation as one — and at small sizes the per-kernel cost is much of
+    the time. The counts come from the hand-written rules (no training), so they are the same for a family
+    never seen. Memoised on the graph object per opt level."""
+    opt = str((config or {}).get("opt_level", "all"))
+    cache = graph.__dict__.setdefault("_fusion_cache", {})
+    key = ("rule_summary", opt)
+    if key not in cache:
+        part = RuleFusion().partition(graph, {"opt_level": opt})
+        counts = np.zeros(len(KERNEL_GROUPS) + 1)
+        for t in part.kernel_types:
+            counts[next((j for j, g in enumerate(KERNEL_GROUPS) if _in_group(t, g)), len(KERNEL_GROUPS))] += 1
+        n, running = len(part.kernels), int(part.executed.sum())
+        cache[key] = np.concatenate([[math.log1p(n), n / max(running, 1), math.log1p(running)], np.log1p(counts)])
+    return cache[key]
+
+
 def node_neighbours(graph: ModelGraph) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
     """(producers, consumers) of every node index, memoised on the graph object (kernel labels ask per kernel)."""
     cache = graph.__dict__.setdefault("_fusion_cache", {})
