@@ -366,3 +366,31 @@ def test_calibrated_kernel_targets_add_up_to_the_timed_run(toy: GraphDataset) ->
     cal._calibration = None
     # the aggregator fitted on calibrated sums is close to the identity
     assert cal.overhead_.a == pytest.approx(1.0, abs=0.15)
+
+
+def test_kernel_level_prior_prices_a_launch_per_kernel(toy: GraphDataset, tmp_path: Path) -> None:
+    """Fitted on the kernels themselves, the prior prices each kernel's launch (the call column): splitting a
+    node set into two kernels costs one more launch; it tracks the kernels it was fitted on, and survives
+    save / load."""
+    from inferperf.predict.fusion.data import kernel_examples
+    from inferperf.predict.fusion.prior import KernelCostPrior
+
+    examples = kernel_examples(toy)
+    prior = KernelCostPrior().fit_kernels(examples, min_kernels=5)
+    assert prior.level == "kernel"
+    s = toy[0]
+    prices = np.asarray(next(iter(prior.prices_["latency_ms"].values())))
+    every = list(range(len(s.graph.nodes)))
+    whole, a, b = np.exp(prior.log_ms([(s.graph, k, s.config, s.device)
+                                       for k in [every, every[: len(every) // 2], every[len(every) // 2:]]]))
+    assert a + b == pytest.approx(whole + prices[0], rel=1e-9)
+    pred = np.exp(prior.log_ms([(e.graph, e.nodes, e.config, e.device) for e in examples]))
+    truth = np.array([e.duration_ms for e in examples])
+    run_level = np.exp(KernelCostPrior().fit(toy).log_ms([(e.graph, e.nodes, e.config, e.device) for e in examples]))
+    assert np.median(np.abs(np.log(pred / truth))) < np.median(np.abs(np.log(run_level / truth)))
+    again = KernelCostPrior.from_state(prior.state())
+    assert again.level == "kernel" and np.allclose(again.log_ms([(s.graph, every, s.config, s.device)]),
+                                                    np.log(whole))
+    p = get_predictor("fusion-kernel", **TINY_FUSION, prior_level="kernel").fit(toy)
+    assert p.kernel_model_.prior.level == "kernel"
+    assert Predictor.load(p.save(tmp_path / "k")).kernel_model_.prior.level == "kernel"

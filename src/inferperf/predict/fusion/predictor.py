@@ -387,6 +387,7 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         kernel_lr: float = 1e-3,
         kernel_patience: int = 20,
         kernel_prior: bool = True,
+        prior_level: str = "run",
         type_rules: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -409,6 +410,8 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         #: learn each kernel's latency relative to what the additive prices say its nodes cost
         #: (:mod:`inferperf.predict.fusion.prior`); False is the paper's model, kept for ablation
         self.kernel_prior = kernel_prior
+        #: "run": the prior's prices fitted on whole runs; "kernel": on the kernels (KernelCostPrior.fit_kernels)
+        self.prior_level = prior_level
         #: rank the fusion rules' composed type with the classifier's (:meth:`KernelModel.top_types`): names a
         #: kernel type no training family had; False is the classifier alone, kept for ablation
         self.type_rules = type_rules
@@ -430,12 +433,17 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         from inferperf.predict.fusion.kernel_model import KernelModel
         from inferperf.predict.fusion.prior import KernelCostPrior
 
+        if self.prior_level not in ("run", "kernel"):
+            raise PredictorError(f"prior_level must be 'run' or 'kernel', not {self.prior_level!r}")
+        examples = kernel_examples(train, self._kernel_durations)
+        prior = None
+        if self.kernel_prior:
+            prior = KernelCostPrior().fit(train) if self.prior_level == "run" else KernelCostPrior().fit_kernels(examples)
         self.kernel_model_ = KernelModel(
-            prior=KernelCostPrior().fit(train) if self.kernel_prior else None,
+            prior=prior,
             hidden=self.kernel_hidden, layers=self.kernel_layers, epochs=self.kernel_epochs,
             batch_size=self.kernel_batch_size, lr=self.kernel_lr, patience=self.kernel_patience, seed=self.seed,
-        ).fit(kernel_examples(train, self._kernel_durations),
-              kernel_examples(dev, self._kernel_durations) if dev is not None else None)
+        ).fit(examples, kernel_examples(dev, self._kernel_durations) if dev is not None else None)
 
     def partition(self, items: Sequence[tuple[ModelGraph, dict[str, Any], dict[str, Any]]]
                   ) -> list[tuple[np.ndarray, np.ndarray, list[list[int]]]]:

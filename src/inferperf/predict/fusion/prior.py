@@ -33,11 +33,15 @@ PRIOR_FLOOR_MS = 1e-4
 
 
 class KernelCostPrior:
-    """Additive prices applied to a kernel's nodes; ``fit`` on runs, ``log_ms`` per kernel."""
+    """Additive prices applied to a kernel's nodes; ``fit`` on runs (or ``fit_kernels`` on kernels),
+    ``log_ms`` per kernel."""
 
     def __init__(self) -> None:
         self.prices_: dict[str, dict[str, list[float]]] | None = None
         self.group_runs_: dict[str, int] = {}
+        #: "run": prices fitted on whole runs, no per-kernel constant; "kernel": fitted on the kernels
+        #: themselves, the ``call`` column priced per kernel (a launch)
+        self.level = "run"
 
     def _additive(self) -> Any:
         from inferperf.predict.additive import AdditivePredictor
@@ -56,31 +60,68 @@ class KernelCostPrior:
         self.group_runs_ = dict(model.group_runs_)
         return self
 
-    def log_ms(self, items: Sequence[tuple[ModelGraph, Sequence[int], dict[str, Any], dict[str, Any]]]) -> np.ndarray:
-        """[len(items)] log prior latency (ms) of each (graph, kernel nodes, config, device)."""
+    def fit_kernels(self, examples: Sequence[Any], surcharge_penalty: float = 1.0, min_kernels: int = 50
+                    ) -> KernelCostPrior:
+        """Prices fitted on the kernels' own durations (``KernelExample``s), per (device, threads).
+
+        Why: prices fitted on whole runs put the per-kernel launch cost into the per-operator prices of the
+        training mix, so a prior summed over one kernel's nodes is off by a factor that depends on the family
+        (the median kernel of a held-out BERT is 4× its run-level prior, an MLP's Gemm 1.3×) — and the kernel
+        model then learns the look-alike families' factor. Fitted on kernels, with the ``call`` column as a
+        price per kernel, the prior is a kernel's cost."""
+        from inferperf.predict.additive import SURCHARGE_COLUMNS, _group, fit_prices
+
+        self.level = "kernel"
+        rows, labels, groups = [], [], []
+        for ex in examples:
+            rows.append(self._kernel_row(ex.graph, ex.nodes, ex.device))
+            labels.append(float(ex.duration_ms))
+            groups.append(_group(ex.config, ex.device))
+        table: dict[str, list[float]] = {}
+        self.group_runs_ = {}
+        if rows:
+            x, y = np.stack(rows), np.asarray(labels)
+            keys = np.array([f"{g[0]}|{g[1]}" for g in groups])
+            for key in sorted(set(keys.tolist())):
+                idx = np.flatnonzero((keys == key) & (y > 0))
+                self.group_runs_[key] = int(len(idx))
+                if len(idx) >= min_kernels:
+                    table[key] = fit_prices(x[idx], y[idx], SURCHARGE_COLUMNS, surcharge_penalty).tolist()
+        self.prices_ = {"latency_ms": table}
+        return self
+
+    def _kernel_row(self, graph: ModelGraph, nodes: Sequence[int], device: dict[str, Any]) -> np.ndarray:
         from inferperf.predict.additive import nchwc_block, node_latency_rows
 
+        block = nchwc_block(device)
+        cache = graph.__dict__.setdefault("_fusion_cache", {})
+        key = ("prior_rows", block)
+        if key not in cache:
+            cache[key] = node_latency_rows(graph, block)
+        row = cache[key][list(nodes)].sum(axis=0)
+        if self.level == "kernel":
+            row[0] = 1.0  # one launch
+        return row
+
+    def log_ms(self, items: Sequence[tuple[ModelGraph, Sequence[int], dict[str, Any], dict[str, Any]]]) -> np.ndarray:
+        """[len(items)] log prior latency (ms) of each (graph, kernel nodes, config, device)."""
         if self.prices_ is None:
             raise RuntimeError("KernelCostPrior used before fit/load")
         model = self._additive()
         out = np.empty(len(items))
         for i, (graph, nodes, config, device) in enumerate(items):
-            block = nchwc_block(device)
-            cache = graph.__dict__.setdefault("_fusion_cache", {})
-            key = ("prior_rows", block)
-            if key not in cache:
-                cache[key] = node_latency_rows(graph, block)
             prices = model._prices_for("latency_ms", config, device)
-            cost = float(cache[key][list(nodes)].sum(axis=0) @ prices) if prices is not None else 0.0
+            cost = float(self._kernel_row(graph, nodes, device) @ prices) if prices is not None else 0.0
             out[i] = np.log(max(cost, PRIOR_FLOOR_MS))
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"prices": self.prices_, "group_runs": self.group_runs_}
+        return {"prices": self.prices_, "group_runs": self.group_runs_, "level": self.level}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> KernelCostPrior:
         obj = cls()
         obj.prices_ = {t: {k: list(v) for k, v in table.items()} for t, table in state["prices"].items()}
         obj.group_runs_ = {k: int(v) for k, v in (state.get("group_runs") or {}).items()}
+        obj.level = str(state.get("level", "run"))
         return obj
