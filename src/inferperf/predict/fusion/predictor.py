@@ -438,7 +438,8 @@ class FusionKernelPredictor(_KernelLevelPredictor):
         examples = kernel_examples(train, self._kernel_durations)
         prior = None
         if self.kernel_prior:
-            prior = KernelCostPrior().fit(train) if self.prior_level == "run" else KernelCostPrior().fit_kernels(examples)
+            prior = (KernelCostPrior().fit(train) if self.prior_level == "run"
+                     else KernelCostPrior().fit_kernels(examples))
         self.kernel_model_ = KernelModel(
             prior=prior,
             hidden=self.kernel_hidden, layers=self.kernel_layers, epochs=self.kernel_epochs,
