@@ -66,7 +66,8 @@ class KernelCostPrior:
 
         Why: prices fitted on whole runs put the per-kernel launch cost into the per-operator prices of the
         training mix, so a prior summed over one kernel's nodes is off by a factor that depends on the family
-        (the median kernel of a held-out BERT is 4× its run-level prior, an MLP's Gemm 1.3×) — and the kernel
+        (with the family held out, the median kernel is 3.8× its run-level prior for BERT, 5× for the MLPs, 1.3×
+        for ResNet) — and the kernel
         model then learns the look-alike families' factor. Fitted on kernels, with the ``call`` column as a
         price per kernel, the prior is a kernel's cost."""
         from inferperf.predict.additive import SURCHARGE_COLUMNS, _group, fit_prices
