@@ -45,6 +45,7 @@ from inferperf.predict.additive import LATENCY_COLUMNS, AdditivePredictor
 from inferperf.predict.base import TARGETS, PredictorError, log_labels, register
 from inferperf.predict.features import TABULAR_FEATURE_NAMES, tabular_matrix
 from inferperf.predict.fusion.rules import RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary
+from inferperf.predict.node_cost import NODE_COST_FEATURE_NAMES, NODE_COST_VERSION, NodeCostModel
 
 #: the correction's input columns, in order (recorded in the artifact: a different layout is refused)
 CORRECTION_FEATURE_NAMES: tuple[str, ...] = (
@@ -52,6 +53,7 @@ CORRECTION_FEATURE_NAMES: tuple[str, ...] = (
     *(f"share:{c}" for c in LATENCY_COLUMNS),
     *(f"log_amount:{c}" for c in LATENCY_COLUMNS),
     *RULE_KERNEL_SUMMARY_NAMES,
+    "log_node_cost_ms", "log_node_cost_over_additive",
 )
 _MIN_RESIDUALS = 50  # fewer labelled runs than this for a target: no correction, the additive model alone
 
@@ -72,6 +74,7 @@ class AdditiveGBMPredictor(AdditivePredictor):
         min_child_samples: int = 20,
         huber_delta: float = 0.2,
         correction: float = 1.0,
+        node_cost: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,6 +85,9 @@ class AdditiveGBMPredictor(AdditivePredictor):
         self.huber_delta = huber_delta
         #: multiplies the learned log correction (0 = the additive model; kept for ablation)
         self.correction = correction
+        #: fit :class:`~inferperf.predict.node_cost.NodeCostModel` on the profiled kernels and give the
+        #: correction its sum (False: the feature is missing; ablation, or data without kernel profiles)
+        self.node_cost = node_cost
 
     def _correction_matrix(
         self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]
@@ -89,15 +95,22 @@ class AdditiveGBMPredictor(AdditivePredictor):
         """[n, len(CORRECTION_FEATURE_NAMES)] the correction's inputs (needs fitted prices)."""
         lat, _ = self._rows(graphs, devices)
         shares = np.zeros_like(lat)
+        additive_ms = np.full(len(graphs), np.nan)
         for i, (c, d) in enumerate(zip(configs, devices, strict=True)):
             prices = self._prices_for("latency_ms", c, d)
             if prices is not None:
                 terms = lat[i] * prices
-                shares[i] = terms / max(float(terms.sum()), 1e-12)
+                additive_ms[i] = max(float(terms.sum()), 1e-12)
+                shares[i] = terms / additive_ms[i]
         kernels = (np.stack([rule_kernel_summary(g, c) for g, c in zip(graphs, configs, strict=True)]) if graphs
                    else np.zeros((0, len(RULE_KERNEL_SUMMARY_NAMES))))
+        model = getattr(self, "node_cost_", None)
+        node_ms = model.graph_ms(graphs, configs, devices) if model is not None else np.full(len(graphs), np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_node = np.where(node_ms > 0, np.log(np.maximum(node_ms, 1e-12)), np.nan)
+            node = np.column_stack([log_node, log_node - np.log(additive_ms)]) if graphs else np.zeros((0, 2))
         return np.concatenate(
-            [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels], axis=1
+            [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels, node], axis=1
         )
 
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
@@ -105,6 +118,8 @@ class AdditiveGBMPredictor(AdditivePredictor):
 
         super()._fit(train, dev)  # the prices
         samples = list(train)
+        self.node_cost_: NodeCostModel | None = (NodeCostModel(seed=self.seed).fit(samples) if self.node_cost
+                                                 else None)
         graphs, configs, devices = [s.graph for s in samples], [s.config for s in samples], [s.device for s in samples]
         residual = log_labels(train) - AdditivePredictor._predict_log(self, graphs, configs, devices)
         x = self._correction_matrix(graphs, configs, devices)
@@ -165,7 +180,12 @@ class AdditiveGBMPredictor(AdditivePredictor):
             name = f"correction-{target}.txt"
             booster.save_model(str(directory / name))
             files[target] = name
-        return {**state, "correction_files": files, "correction_features": list(CORRECTION_FEATURE_NAMES)}
+        node_cost = None
+        if self.node_cost_ is not None:
+            self.node_cost_.save(directory / "node-cost.txt")
+            node_cost = {**self.node_cost_.state(), "file": "node-cost.txt"}
+        return {**state, "correction_files": files, "correction_features": list(CORRECTION_FEATURE_NAMES),
+                "node_cost": node_cost}
 
     def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
         import lightgbm as lgb
@@ -178,3 +198,14 @@ class AdditiveGBMPredictor(AdditivePredictor):
             )
         self.boosters_ = {t: lgb.Booster(model_file=str(directory / f))
                           for t, f in (state.get("correction_files") or {}).items()}
+        node_cost = state.get("node_cost")
+        self.node_cost_ = None
+        if node_cost:
+            if int(node_cost.get("version") or 0) != NODE_COST_VERSION or list(node_cost.get("features") or []) != list(
+                    NODE_COST_FEATURE_NAMES):
+                raise PredictorError(
+                    f"{directory}: this additive-gbm artifact's node-cost model reads other features than this "
+                    "version computes; train it again (inferperf train --predictor additive-gbm)"
+                )
+            self.node_cost_ = NodeCostModel.load(directory / node_cost["file"] if node_cost.get("fitted") else None,
+                                                 node_cost)

@@ -1,0 +1,126 @@
+"""The learned per-compute-node cost (:mod:`inferperf.predict.node_cost`) and its use in ``additive-gbm``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from inferperf.dataset import GraphDataset
+from inferperf.predict import PredictorError, get_predictor
+from inferperf.predict.base import Predictor
+from inferperf.predict.node_cost import (
+    NODE_COST_FEATURE_NAMES,
+    NodeCostModel,
+    compute_nodes,
+    graph_node_features,
+    node_cost_examples,
+)
+from inferperf.predict.synthetic import synthetic_dataset
+
+
+def _law_ms(node, kind: str) -> float:  # noqa: ANN001
+    """A cost law one price per MAC cannot express: convolutions whose output channels miss the 16-wide block
+    run 4x slower per MAC, and every kernel pays 2 µs."""
+    per_mmac = 0.03
+    if kind.startswith("conv"):
+        per_mmac = 0.05 if node.inputs[1].shape[0] % 16 == 0 else 0.2
+    return 0.002 + node.macs / 1e6 * per_mmac
+
+
+def _with_kernels(ds: GraphDataset) -> GraphDataset:
+    """The synthetic samples with a profiled kernel per compute node (duration from :func:`_law_ms`) and one
+    for every other node (which must not count as an example)."""
+    out = []
+    for s in ds:
+        kinds = dict(compute_nodes(s.graph))
+        kernels = []
+        for i, n in enumerate(s.graph.nodes):
+            if n.is_constant:
+                continue
+            ms = _law_ms(n, kinds[n.index]) if n.index in kinds else 0.001
+            kernels.append({"ordinal": i, "name": n.name, "op_type": n.op_type, "kernel_type": n.op_type,
+                            "duration_ms": ms, "covered_nodes": [n.name]})
+        out.append(dataclasses.replace(s, kernels=kernels))
+    return GraphDataset(out, name="synthetic-profiled")
+
+
+def _truth(ds: GraphDataset) -> np.ndarray:
+    return np.array([sum(_law_ms(s.graph.nodes[i], k) for i, k in compute_nodes(s.graph)) for s in ds])
+
+
+@pytest.fixture(scope="module")
+def profiled():  # noqa: ANN201
+    return _with_kernels(synthetic_dataset(per_family=30, batches=(1, 4), seed=5))
+
+
+def test_compute_nodes_and_features() -> None:
+    ds = synthetic_dataset(per_family=2, batches=(1,), seed=1)
+    for s in ds:
+        nodes = compute_nodes(s.graph)
+        assert all(s.graph.nodes[i].macs > 0 and not s.graph.nodes[i].is_constant for i, _ in nodes)
+        idx, x = graph_node_features(s.graph, 16)
+        assert list(idx) == [i for i, _ in nodes]
+        assert x.shape == (len(nodes), len(NODE_COST_FEATURE_NAMES) - 1)  # the thread count comes with the run
+        assert np.isfinite(x).all()
+    assert any(k.startswith("conv") for s in ds for _, k in compute_nodes(s.graph))
+
+
+def test_examples_are_kernels_holding_one_compute_node(profiled) -> None:  # noqa: ANN001
+    x, y = node_cost_examples(list(profiled)[:20])
+    expected = sum(len(compute_nodes(s.graph)) for s in list(profiled)[:20])
+    assert len(y) == expected and x.shape == (expected, len(NODE_COST_FEATURE_NAMES))
+    # a kernel covering two compute nodes says nothing about either
+    s = list(profiled)[0]
+    both = [i for i, _ in compute_nodes(s.graph)][:2]
+    assert len(both) == 2
+    names = [s.graph.nodes[i].name for i in both]
+    merged = [k for k in s.kernels if k["covered_nodes"][0] not in names]
+    merged.append({"ordinal": 999, "name": "fused", "kernel_type": "x", "duration_ms": 1.0, "covered_nodes": names})
+    _, y2 = node_cost_examples([dataclasses.replace(s, kernels=merged)])
+    assert len(y2) == len(compute_nodes(s.graph)) - 2
+
+
+def test_learns_a_shape_dependent_cost_a_single_price_cannot(profiled) -> None:  # noqa: ANN001
+    train, test = profiled.random_split(seed=0, fractions=(0.7, 0.3))
+    model = NodeCostModel(min_examples=50).fit(train)
+    assert model.fitted
+    pred = model.graph_ms([s.graph for s in test], [s.config for s in test], [s.device for s in test])
+    truth = _truth(test)
+    err = np.mean(np.abs(pred / truth - 1))
+    # the best single price per MAC, fitted on the same training graphs (relative error, as the model is judged)
+    macs = np.array([sum(s.graph.nodes[i].macs for i, _ in compute_nodes(s.graph)) for s in test]) / 1e6
+    macs_tr = np.array([sum(s.graph.nodes[i].macs for i, _ in compute_nodes(s.graph)) for s in train]) / 1e6
+    price = np.median(_truth(train) / macs_tr)
+    single = np.mean(np.abs(price * macs / truth - 1))
+    assert err < 0.2 and err < 0.5 * single
+
+
+def test_without_profiles_the_feature_is_missing_not_zero() -> None:
+    ds = synthetic_dataset(per_family=20, batches=(1,), seed=2)  # no kernels
+    model = NodeCostModel(min_examples=1).fit(ds)
+    assert not model.fitted
+    assert np.isnan(model.graph_ms([s.graph for s in ds], [s.config for s in ds], [s.device for s in ds])).all()
+    gbm = get_predictor("additive-gbm", family_folds=0).fit(ds)
+    assert gbm.node_cost_ is not None and not gbm.node_cost_.fitted
+    assert np.isfinite(gbm.predict_dataset(ds)["pred"][:, 0]).all()
+
+
+def test_additive_gbm_round_trip_with_node_cost(profiled, tmp_path) -> None:  # noqa: ANN001
+    train, test = profiled.random_split(seed=1, fractions=(0.8, 0.2))
+    model = get_predictor("additive-gbm", family_folds=0).fit(train)
+    assert model.node_cost_.fitted and model.node_cost_.n_examples_ > 200
+    off = get_predictor("additive-gbm", family_folds=0, node_cost=False).fit(train)
+    assert off.node_cost_ is None
+    art = model.save(tmp_path / "art")
+    again = Predictor.load(art)
+    np.testing.assert_allclose(again.predict_dataset(test)["pred"][:, 0], model.predict_dataset(test)["pred"][:, 0],
+                               rtol=1e-9)
+    meta_path = art / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["state"]["node_cost"]["version"] = 0
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(PredictorError, match="train it again"):
+        Predictor.load(art)
