@@ -124,3 +124,19 @@ def test_additive_gbm_round_trip_with_node_cost(profiled, tmp_path) -> None:  # 
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(PredictorError, match="train it again"):
         Predictor.load(art)
+
+
+def test_remembered_corrections_follow_the_config_not_the_dict_object() -> None:
+    # predict() reuses the batch's correction for the breakdown; a caller that edits the same config dict
+    # between calls must still get the prediction for the new content
+    ds = synthetic_dataset(per_family=12, batches=(1,), threads=(1, 2), seed=4)
+    model = get_predictor("additive-gbm", family_folds=0).fit(ds)
+    s = next(x for x in ds if x.config.get("intra_op_threads") == 1)
+    config = dict(s.config)
+    one = model.predict([s.graph], config, s.device)[0]
+    config["intra_op_threads"] = 2
+    two = model.predict([s.graph], config, s.device)[0]
+    fresh = model.predict([s.graph], {**s.config, "intra_op_threads": 2}, s.device)[0]
+    assert two.latency_ms == pytest.approx(fresh.latency_ms, rel=1e-12)
+    assert two.latency_ms != pytest.approx(one.latency_ms, rel=1e-3)
+    assert two.breakdown["correction_factor"] == pytest.approx(fresh.breakdown["correction_factor"], rel=1e-12)

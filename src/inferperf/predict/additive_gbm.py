@@ -125,6 +125,7 @@ class AdditiveGBMPredictor(AdditivePredictor):
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         import lightgbm as lgb
 
+        self._memo = None
         super()._fit(train, dev)  # the prices
         samples = list(train)
         self.node_cost_: NodeCostModel | None = (NodeCostModel(seed=self.seed).fit(samples) if self.node_cost
@@ -152,7 +153,14 @@ class AdditiveGBMPredictor(AdditivePredictor):
     def _corrections(
         self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]
     ) -> np.ndarray:
-        """[n, len(TARGETS)] the learned log correction (0 where a target has none)."""
+        """[n, len(TARGETS)] the learned log correction (0 where a target has none). The last batch is
+        remembered (the same graph objects under equal configs and devices): ``predict`` asks for it twice —
+        the prediction, then the breakdown's factor — and the correction's inputs are most of its time."""
+        memo = getattr(self, "_memo", None)
+        if memo is not None and len(memo[0]) == len(graphs) and all(
+                a is b and c == d and e == f for a, b, c, d, e, f in zip(memo[0], graphs, memo[1], configs, memo[2],
+                                                                          devices, strict=True)):
+            return memo[3]
         out = np.zeros((len(graphs), len(TARGETS)))
         if not graphs or not self.boosters_:
             return out
@@ -161,6 +169,7 @@ class AdditiveGBMPredictor(AdditivePredictor):
             booster = self.boosters_.get(target)
             if booster is not None:
                 out[:, j] = self.correction * booster.predict(x[:, _columns(target)])
+        self._memo = (list(graphs), [dict(c) for c in configs], [dict(d) for d in devices], out)
         return out
 
     def _predict_log(
@@ -171,16 +180,23 @@ class AdditiveGBMPredictor(AdditivePredictor):
     ) -> np.ndarray:
         return super()._predict_log(graphs, configs, devices) + self._corrections(graphs, configs, devices)
 
-    def _breakdown(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+    def _breakdowns(
+        self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], device: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """The additive terms scaled by the correction factor (so they still sum to ``latency_ms``), and the
         factor itself: how far the context moved this graph from the plain sum of prices."""
-        out = super()._breakdown(graph, config, device)
-        if not out:
-            return out
-        factor = float(np.exp(self._corrections([graph], [config], [device])[0, TARGETS.index("latency_ms")]))
-        out["by_term"] = {k: v * factor for k, v in out["by_term"].items()}
-        out["correction_factor"] = factor
+        factors = np.exp(self._corrections(graphs, configs, [device] * len(graphs))[:, TARGETS.index("latency_ms")])
+        out = []
+        for g, c, factor in zip(graphs, configs, factors, strict=True):
+            b = AdditivePredictor._breakdown(self, g, c, device)
+            if b:
+                b["by_term"] = {k: v * float(factor) for k, v in b["by_term"].items()}
+                b["correction_factor"] = float(factor)
+            out.append(b)
         return out
+
+    def _breakdown(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+        return self._breakdowns([graph], [config], device)[0]
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
         state = super()._save_state(directory)

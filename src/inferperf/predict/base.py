@@ -522,6 +522,7 @@ class Predictor(ABC):
         dev = self.resolve_device(device)
         arrays = self.predict_arrays(graphs, configs, [dev] * len(graphs))
         gpu = mig_gpu or _device_gpu_name(dev)
+        extra = self._breakdowns(graphs, configs, dev)
         out: list[Prediction] = []
         idx = {t: j for j, t in enumerate(TARGETS)}
         for i in range(len(graphs)):
@@ -554,7 +555,7 @@ class Predictor(ABC):
                     "the graph is unlike every training graph: the interval assumes it resembles them "
                     "and is likely too narrow"
                 )
-            breakdown.update(self._breakdown(graphs[i], configs[i], dev))
+            breakdown.update(extra[i])
             out.append(
                 Prediction(
                     latency_ms=values["latency_ms"],
@@ -571,6 +572,13 @@ class Predictor(ABC):
                 )
             )
         return out
+
+    def _breakdowns(
+        self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], device: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """:meth:`_breakdown` of every graph; a predictor whose breakdown needs a batched computation (a model
+        evaluated on all graphs at once) overrides this instead."""
+        return [self._breakdown(g, c, device) for g, c in zip(graphs, configs, strict=True)]
 
     def _breakdown(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
         """What the predictor can say about where the time goes, merged into ``Prediction.breakdown`` (the
