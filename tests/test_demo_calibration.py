@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from inferperf.cli.demo import CALIBRATION_ARCHITECTURES, _isa_summary, calibration_scale
+from inferperf.cli.calibration import CALIBRATION_ARCHITECTURES, calibration_scale, isa_summary, pick_architectures
 from inferperf.ir.architectures import get_architecture
 
 
@@ -34,6 +34,13 @@ def test_calibration_architectures_exist_and_span_families() -> None:
 
 
 def test_isa_summary_reads_device_features() -> None:
-    assert _isa_summary({"id": "x", "features": {"isa_avx2": 1.0, "isa_avx512f": 1.0}}) == "AVX-512"
-    assert _isa_summary({"id": "x", "features": {"isa_avx2": 1.0, "isa_avx512f": 0.0}}) == "AVX2"
-    assert _isa_summary({"id": "x", "features": {}}) == "no AVX2"
+    assert isa_summary({"id": "x", "features": {"isa_avx2": 1.0, "isa_avx512f": 1.0}}) == "AVX-512"
+    assert isa_summary({"id": "x", "features": {"isa_avx2": 1.0, "isa_avx512f": 0.0}}) == "AVX2"
+    assert isa_summary({"id": "x", "features": {}}) == "no AVX2"
+
+
+def test_picks_skip_the_held_out_family_and_follow_the_modality() -> None:
+    vision = pick_architectures("vision", "regnet")
+    assert len(vision) == 2 and all(get_architecture(n).family != "regnet" for n in vision)
+    assert all(get_architecture(n).modality == "text" for n in pick_architectures("text", None))
+    assert pick_architectures(None, None) == pick_architectures("vision", None)

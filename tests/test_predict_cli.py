@@ -214,3 +214,27 @@ def test_kernel_breakdown_table(capsys: pytest.CaptureFixture[str]) -> None:
     _print_breakdown(fused.breakdown(top=5))
     printed = capsys.readouterr().out
     assert "compute share 1 was never measured: predicted at 0.5" in printed
+
+
+def test_predict_calibrate_rescales_another_devices_predictor(tmp_path: Path, dataset_dir: Path,
+                                                              model_file: Path) -> None:
+    # the only artifact is for the synthetic device: plain predict says so and points at --calibrate; with
+    # --calibrate two small architectures are measured here (real runs) and the prediction is rescaled
+    r = _cli("train", "--predictor", "lr-flops", "--dataset", str(dataset_dir), "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli("predict", str(model_file), "--batch", "1", home=tmp_path)
+    assert r.returncode != 0 and "--calibrate" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = _cli("predict", str(model_file), "--batch", "1", "--calibrate", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    cal = out["calibration"]
+    assert cal["reference_device"] == "synthetic-cpu-a" and out["device"] == cal["device"] != "synthetic-cpu-a"
+    assert len(cal["models"]) == 2 and all(m["measured_ms"] > 0 and m["predicted_ms"] > 0 for m in cal["models"])
+    ratios = [m["measured_ms"] / m["predicted_ms"] for m in cal["models"]]
+    assert cal["scale"] == pytest.approx(float(np.exp(np.mean(np.log(ratios)))), rel=1e-9)
+    assert out["latency_ms"] == pytest.approx(out["uncalibrated_latency_ms"] * cal["scale"], rel=1e-9)
+    if out["interval_90"]:
+        lo, hi = out["interval_90"]
+        assert lo < out["latency_ms"] < hi
+    r = _cli("predict", str(model_file), "--calibrate", "--device", "synthetic-cpu-a", home=tmp_path)
+    assert r.returncode != 0 and "does not combine" in r.stderr and "Traceback" not in r.stderr

@@ -26,26 +26,6 @@ from inferperf.cli.main import app
 
 #: the reference dataset shipped in the repository (features and labels, no weights)
 REFERENCE_DATASET = Path(__file__).resolve().parents[3] / "data" / "reference"
-#: small architectures measured to calibrate an unseen device, by modality, in order of preference
-CALIBRATION_ARCHITECTURES: dict[str, tuple[str, ...]] = {
-    "vision": ("regnet-x-400mf", "vit-small", "mobilenet_v2", "efficientnet-b0"),
-    "text": ("distilbert", "electra-small", "albert-base", "gpt2"),
-}
-
-
-def calibration_scale(ratios: list[float]) -> tuple[float, float]:
-    """(scale, spread) from measured / predicted ratios on a new device: the geometric mean, and the largest
-    log distance of a ratio from it (as a factor ≥ 1) — a device-wide speed factor and how far a single model
-    strayed from it."""
-    import math
-
-    if not ratios or any(r <= 0 or not math.isfinite(r) for r in ratios):
-        raise ValueError(f"calibration needs positive finite ratios, got {ratios}")
-    logs = [math.log(r) for r in ratios]
-    mean = sum(logs) / len(logs)
-    return math.exp(mean), math.exp(max(abs(x - mean) for x in logs))
-
-
 @app.command()
 def demo(
     model: str = typer.Option("resnet50", help="Architecture to run the demo on."),
@@ -103,6 +83,7 @@ def demo(
                   + f" on the reference device {reference.get('name', '')} ({reference['id']})"
                   + (" [yellow](out of distribution: treat the interval with suspicion)[/yellow]" if pred.ood else ""))
 
+    from inferperf.cli.calibration import isa_summary
     from inferperf.cli.measure import _print_runs, run_bench
     from inferperf.cli.predict import _this_device
 
@@ -110,35 +91,25 @@ def demo(
     trained_ids = {str(d["id"]) for d in train.devices()}
     device_note = ""
     if here_id not in trained_ids:
-        console.print(f"[yellow]this machine ({here_name}, {here_id}; {_isa_summary(None)}) is not a training device "
-                      f"({', '.join(sorted(trained_ids))}; {_isa_summary(reference)}): the prediction above is for "
+        console.print(f"[yellow]this machine ({here_name}, {here_id}; {isa_summary(None)}) is not a training device "
+                      f"({', '.join(sorted(trained_ids))}; {isa_summary(reference)}): the prediction above is for "
                       "the reference device[/yellow]")
         device_note = "; this machine is not the training device"
         if measure and calibrate:
-            arch_family = {a.name: a.family for a in _architectures()}
+            from inferperf.cli.calibration import calibrate_device, pick_architectures
+
             modality = getattr(get_architecture(model), "modality", "vision")
-            picks = [a for a in CALIBRATION_ARCHITECTURES.get(modality, CALIBRATION_ARCHITECTURES["vision"])
-                     if arch_family.get(a) not in (None, family)][:2]
+            picks = pick_architectures(modality, family)
             console.rule(f"[bold]3b. calibrate this device: measure {', '.join(picks)} (other families)")
-            ratios = []
-            for arch in picks:
-                cal = load_model(arch, batch_size=1)
-                cal_pred = fitted.predict([build_graph(cal.model, cal.name, cal.metadata)], [config], reference)[0]
-                cal_run = run_bench(arch, batches=[1], threads=[1], max_time_s=min(max_time, 3.0), profile=False)
-                cal_lat = (cal_run["runs"][0].get("latency_ms") or {}).get("p50")
-                if cal_lat and cal_pred.latency_ms:
-                    ratios.append(cal_lat / cal_pred.latency_ms)
-                    console.print(f"{arch}: predicted {cal_pred.latency_ms:.2f} ms (reference device), measured "
-                                  f"here {cal_lat:.2f} ms → ×{ratios[-1]:.2f}")
-            if ratios:
-                scale, spread = calibration_scale(ratios)
-                latency = pred.latency_ms * scale
-                if lo is not None:
-                    lo, hi = lo * scale / spread, hi * scale * spread
-                device_note = f"; calibrated to this machine ×{scale:.2f} from {len(ratios)} other models"
+            cal = calibrate_device(fitted, reference, config, modality=modality, exclude_family=family,
+                                   max_time_s=min(max_time, 3.0), report=console.print)
+            if cal is not None:
+                latency, interval = cal.apply(pred.latency_ms, (lo, hi) if lo is not None else None)
+                lo, hi = interval or (None, None)
+                device_note = f"; calibrated to this machine ×{cal.scale:.2f} from {len(cal.models)} other models"
                 console.print(f"calibrated prediction for this machine: {latency:.2f} ms"
                               + (f", 90% interval [{lo:.2f}, {hi:.2f}] ms (widened by the calibration spread "
-                                 f"×{spread:.2f})" if lo is not None else ""))
+                                 f"×{cal.spread:.2f})" if lo is not None else ""))
     if not measure:
         return
 
@@ -158,31 +129,4 @@ def demo(
                   f"→ error {err:+.1f}%"
                   + (f"; the measurement is {'inside' if inside else 'outside'} the 90% interval" if lo else "")
                   + f"  (predictor {predictor}, family '{family}' never seen in training{device_note})")
-
-
-def _architectures() -> list:
-    from inferperf.ir.architectures import list_architectures
-
-    return list_architectures()
-
-
-def _isa_summary(device: dict | None) -> str:
-    """'AVX-512' / 'AVX2' / '…' of a device dict, or of this machine when ``device`` is None."""
-    if device is None:
-        from inferperf.device.descriptor import describe_device
-
-        isa = set(describe_device(measure_ceilings=False).cpu.isa or [])
-    else:
-        desc = device.get("descriptor") or {}
-        isa = set((desc.get("cpu") or {}).get("isa") or [])
-        feats = device.get("features") or {}
-        if feats.get("isa_avx512f"):
-            isa.add("avx512f")
-        if feats.get("isa_avx2"):
-            isa.add("avx2")
-    if "avx512f" in isa:
-        return "AVX-512"
-    if "avx2" in isa:
-        return "AVX2"
-    return "no AVX2"
 

@@ -27,7 +27,7 @@ DB_HELP = "Read the training data from a performance database URL instead of a d
 HP_HELP = "Hyper-parameter NAME=VALUE (JSON value), repeatable, e.g. --set epochs=50 --set hidden=128."
 COLLECT_HINT = (
     "collect measurements with `inferperf collect ...`, then train a predictor with "
-    "`inferperf train --predictor gnn-sage --dataset DIR`"
+    "`inferperf train --predictor additive-gbm --dataset DIR`"
 )
 
 
@@ -343,12 +343,19 @@ def predict(
         help="Also show where the time goes: the predicted kernels (fusion-kernel, rule-kernel) or the priced "
         "cost terms (additive).",
     ),
+    calibrate: bool = typer.Option(
+        False, "--calibrate",
+        help="This machine has no trained predictor: use the best artifact of another device and rescale it by "
+        "measuring two small architectures of other families here (few-shot device calibration).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Predict latency (with a 90% interval), memory, energy and MIG profile of a model on a device."""
     from inferperf.predict.base import NoArtifactError, PredictorError, best_artifact, read_meta
 
     os.environ.setdefault("TMPDIR", "/tmp")
+    if calibrate and device:
+        raise PredictorError("--calibrate rescales to this machine; it does not combine with --device")
     if artifact:
         from pathlib import Path
 
@@ -357,15 +364,24 @@ def predict(
         device_id = device or next(iter(meta.get("devices") or {}), None)
         if device_id is None:
             raise NoArtifactError(f"{path} records no training device")
+        if calibrate:
+            here = _this_device()[0]
+            device_id = here if here in (meta.get("devices") or {}) else device_id
     else:
         if device:
             device_id, device_name = device, device
         else:
             device_id, device_name = _this_device()
         best = best_artifact(device_id, predictor)
+        if best is None and calibrate:
+            best = best_artifact(None, predictor)
+            if best is not None:
+                device_id = best.devices[0]
         if best is None:
             what = f"no trained {predictor!r} predictor" if predictor else "no trained predictor"
-            raise NoArtifactError(f"{what} for device {device_id} ({device_name}): {COLLECT_HINT}")
+            other = "" if calibrate or device or best_artifact(None, predictor) is None else (
+                "; or pass --calibrate to rescale another device's predictor to this machine")
+            raise NoArtifactError(f"{what} for device {device_id} ({device_name}): {COLLECT_HINT}{other}")
         path = best.path
 
     from inferperf.ir.build import build_graph
@@ -384,6 +400,22 @@ def predict(
     }
     result = trained.predict([graph], [config], device_id, mig_gpu=mig_gpu)[0]
     out = result.to_dict()
+    if calibrate and device_id != _this_device()[0]:
+        from inferperf.cli.calibration import calibrate_device
+
+        meta = loaded.metadata or {}
+        cal = calibrate_device(trained, trained.resolve_device(device_id), config,
+                               modality=meta.get("modality"), exclude_family=meta.get("family"),
+                               report=None if as_json else typer.echo)
+        if cal is None:
+            raise PredictorError("--calibrate: no calibration model could be measured on this machine")
+        out["uncalibrated_latency_ms"] = out["latency_ms"]
+        out["latency_ms"], interval = cal.apply(out["latency_ms"], result.interval_90)
+        out["interval_90"] = list(interval) if interval else None
+        if out.get("intervals"):
+            out["intervals"]["latency_ms"] = out["interval_90"]
+        out["device"] = cal.device
+        out["calibration"] = cal.to_dict()
     out["artifact"] = str(path)
     out["model"] = loaded.name
     out["config"] = config

@@ -837,9 +837,10 @@ def list_artifacts(device_id: str | None = None, home: Path | None = None) -> li
 
 
 def best_artifact(
-    device_id: str, predictor: str | None = None, home: Path | None = None
+    device_id: str | None, predictor: str | None = None, home: Path | None = None
 ) -> ArtifactInfo | None:
-    """The artifact to predict with: lowest recorded leave-family-out latency MAPE, else the newest."""
+    """The artifact to predict with: lowest recorded leave-family-out latency MAPE, else the newest (of any
+    device when ``device_id`` is None)."""
     arts = [a for a in list_artifacts(device_id, home) if predictor is None or a.predictor == predictor]
     if not arts:
         return None
