@@ -77,9 +77,40 @@ def _fusion_comparison(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The profiled runs to evaluate on: from ``--dataset`` (an export) or ``--db`` (a PerfDB)."""
+    from inferperf.predict.fusion.data import load_perfdb
+
+    if not args.dataset:
+        return load_perfdb(args.db, home=args.home, limit=args.limit, per_family=args.per_family)
+    import re
+
+    from inferperf.dataset import GraphDataset, load_dataset
+
+    data = load_dataset(args.dataset)
+    profiled = [s for s in data if s.kernels]
+    kept, seen = [], {}
+    for s in profiled:  # the first N architectures of each family (all their batches and thread counts)
+        arch = re.sub(r"-b\d+$", "", s.graph.name or s.graph_key)
+        archs = seen.setdefault(s.family, [])
+        if arch not in archs:
+            if args.per_family is not None and len(archs) >= args.per_family:
+                continue
+            archs.append(arch)
+        kept.append(s)
+    if args.limit is not None:
+        kept = kept[: args.limit]
+    report = {"source": str(args.dataset), "runs_total": len(data), "runs_profiled": len(profiled),
+              "runs_kept": len(kept), "families": sorted({s.family for s in kept})}
+    return GraphDataset(kept, name="reference-export"), report
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", default="/work/refhome/perf.db")
+    ap.add_argument("--dataset", default=None,
+                    help="read a dataset export directory (e.g. data/reference) instead of the PerfDB: runnable on "
+                    "a fresh clone; kernel durations are the export's medians, not the per-run lists")
     ap.add_argument("--home", default=None, help="model store root (default: the database's folder)")
     ap.add_argument("--folds", type=int, default=6, help="family groups (0 = one fold per family)")
     ap.add_argument("--seed", type=int, default=0)
@@ -108,7 +139,6 @@ def main() -> int:
     args = ap.parse_args()
 
     from inferperf.predict.base import hparams_for, json_clean
-    from inferperf.predict.fusion.data import load_perfdb
     from inferperf.predict.fusion.evaluation import leave_family_out, share_holdout
 
     previous: dict[str, Any] = {}
@@ -116,7 +146,7 @@ def main() -> int:
     if out_path.is_file():
         previous = json.loads(out_path.read_text())
     result: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "command": " ".join(sys.argv), "db": args.db}
+                              "command": " ".join(sys.argv), "db": args.dataset or args.db}
     t0 = time.perf_counter()
     predictors = [p for p in args.predictors.split(",") if p]
     hparams: dict[str, dict[str, Any]] = {p: {"threads": args.threads} for p in predictors if p != "gnn-sage"}
@@ -126,15 +156,14 @@ def main() -> int:
         hparams.setdefault(name, {}).update(extra)
 
     if args.only_share_holdout:
-        dataset, load_report = load_perfdb(args.db, home=args.home, limit=args.limit, per_family=args.per_family)
+        dataset, load_report = _load(args)
         result.update({k: v for k, v in previous.items() if k not in ("created", "command", "db", "wall_s")})
         _log(f"held-out compute shares on {len(dataset)} profiled runs")
         result["held_out_shares"] = share_holdout(dataset, "fusion-kernel", seed=args.seed,
                                                   hparams=hparams.get("fusion-kernel"))
         result["held_out_shares"]["data"] = {**load_report, "n_runs": len(dataset)}
     elif not args.skip_lofo:
-        dataset, load_report = load_perfdb(args.db, home=args.home, limit=args.limit,
-                                            per_family=args.per_family)
+        dataset, load_report = _load(args)
         result["data"] = {**load_report, "n_runs": len(dataset), "n_graphs": len(dataset.graph_keys()),
                           "n_families": len(dataset.families()),
                           "n_valid_runs": sum(1 for s in dataset if s.config.get("valid"))}
