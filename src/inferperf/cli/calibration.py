@@ -39,24 +39,15 @@ def calibration_scale(ratios: list[float]) -> tuple[float, float]:
 
 
 def isa_summary(device: dict[str, Any] | None) -> str:
-    """'AVX-512' / 'AVX2' / 'no AVX2' of a device dict, or of this machine when ``device`` is None."""
-    if device is None:
-        from inferperf.device.descriptor import describe_device
+    """'AVX-512' / 'AVX2' / 'no AVX2' of a device dict, or of this machine when ``device`` is None — read as the
+    additive model reads it (:func:`~inferperf.predict.additive.nchwc_block`: the SIMD width ORT blocks by)."""
+    from inferperf.predict.additive import nchwc_block
 
-        isa = set(describe_device(measure_ceilings=False).cpu.isa or [])
-    else:
-        desc = device.get("descriptor") or {}
-        isa = set((desc.get("cpu") or {}).get("isa") or [])
-        feats = device.get("features") or {}
-        if feats.get("isa_avx512f"):
-            isa.add("avx512f")
-        if feats.get("isa_avx2"):
-            isa.add("avx2")
-    if "avx512f" in isa:
-        return "AVX-512"
-    if "avx2" in isa:
-        return "AVX2"
-    return "no AVX2"
+    if device is None:
+        from inferperf.predict.fusion.data import this_device
+
+        device = this_device()
+    return {16: "AVX-512", 8: "AVX2"}.get(nchwc_block(device), "no AVX2")
 
 
 def pick_architectures(modality: str | None, exclude_family: str | None, k: int = 2) -> list[str]:
@@ -94,20 +85,20 @@ def calibrate_device(
     reference_device: dict[str, Any],
     config: dict[str, Any],
     *,
+    device_id: str,
     modality: str | None,
     exclude_family: str | None,
     k: int = 2,
     max_time_s: float = 3.0,
     report: Callable[[str], None] | None = None,
 ) -> DeviceCalibration | None:
-    """Predict ``k`` calibration architectures for the reference device, measure them here (child process,
-    stored in the PerfDB), and return the speed factor; None when no calibration model could be measured."""
+    """Predict ``k`` calibration architectures for the reference device, measure them here — on ``device_id``,
+    this machine (child process, stored in the PerfDB) — and return the speed factor; None when no calibration
+    model could be measured."""
     from inferperf.cli.measure import run_bench
-    from inferperf.cli.predict import _this_device
     from inferperf.ir.build import build_graph
     from inferperf.ir.ingest import load_model
 
-    here_id, _ = _this_device()
     models, ratios = [], []
     for arch in pick_architectures(modality, exclude_family, k):
         loaded = load_model(arch, batch_size=1)
@@ -129,4 +120,4 @@ def calibrate_device(
     if not ratios:
         return None
     scale, spread = calibration_scale(ratios)
-    return DeviceCalibration(str(reference_device["id"]), here_id, scale, spread, models)
+    return DeviceCalibration(str(reference_device["id"]), device_id, scale, spread, models)

@@ -101,8 +101,8 @@ def demo(
             modality = getattr(get_architecture(model), "modality", "vision")
             picks = pick_architectures(modality, family)
             console.rule(f"[bold]3b. calibrate this device: measure {', '.join(picks)} (other families)")
-            cal = calibrate_device(fitted, reference, config, modality=modality, exclude_family=family,
-                                   max_time_s=min(max_time, 3.0), report=console.print)
+            cal = calibrate_device(fitted, reference, config, device_id=here_id, modality=modality,
+                                   exclude_family=family, max_time_s=min(max_time, 3.0), report=console.print)
             if cal is not None:
                 latency, interval = cal.apply(pred.latency_ms, (lo, hi) if lo is not None else None)
                 lo, hi = interval or (None, None)

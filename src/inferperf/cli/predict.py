@@ -356,6 +356,7 @@ def predict(
     os.environ.setdefault("TMPDIR", "/tmp")
     if calibrate and device:
         raise PredictorError("--calibrate rescales to this machine; it does not combine with --device")
+    here_id, here_name = _this_device() if calibrate or not (device or artifact) else (None, None)
     if artifact:
         from pathlib import Path
 
@@ -364,14 +365,13 @@ def predict(
         device_id = device or next(iter(meta.get("devices") or {}), None)
         if device_id is None:
             raise NoArtifactError(f"{path} records no training device")
-        if calibrate:
-            here = _this_device()[0]
-            device_id = here if here in (meta.get("devices") or {}) else device_id
+        if calibrate and here_id in (meta.get("devices") or {}):
+            device_id = here_id
     else:
         if device:
             device_id, device_name = device, device
         else:
-            device_id, device_name = _this_device()
+            device_id, device_name = here_id, here_name
         best = best_artifact(device_id, predictor)
         if best is None and calibrate:
             best = best_artifact(None, predictor)
@@ -400,11 +400,11 @@ def predict(
     }
     result = trained.predict([graph], [config], device_id, mig_gpu=mig_gpu)[0]
     out = result.to_dict()
-    if calibrate and device_id != _this_device()[0]:
+    if calibrate and device_id != here_id:
         from inferperf.cli.calibration import calibrate_device
 
         meta = loaded.metadata or {}
-        cal = calibrate_device(trained, trained.resolve_device(device_id), config,
+        cal = calibrate_device(trained, trained.resolve_device(device_id), config, device_id=here_id,
                                modality=meta.get("modality"), exclude_family=meta.get("family"),
                                report=None if as_json else typer.echo)
         if cal is None:

@@ -47,17 +47,17 @@ from inferperf.predict.features import TABULAR_FEATURE_NAMES, tabular_matrix
 from inferperf.predict.fusion.rules import RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary
 from inferperf.predict.node_cost import NODE_COST_FEATURE_NAMES, NODE_COST_VERSION, NodeCostModel
 
+#: inputs the memory correction does not read: a compute node's duration says nothing of the heap (with them
+#: memory LOFO went 9.79% -> 10.00%); latency and energy (time × power) read them
+TIME_ONLY_FEATURES: tuple[str, ...] = ("log_node_cost_ms", "log_node_cost_over_additive")
 #: the correction's input columns, in order (recorded in the artifact: a different layout is refused)
 CORRECTION_FEATURE_NAMES: tuple[str, ...] = (
     *TABULAR_FEATURE_NAMES,
     *(f"share:{c}" for c in LATENCY_COLUMNS),
     *(f"log_amount:{c}" for c in LATENCY_COLUMNS),
     *RULE_KERNEL_SUMMARY_NAMES,
-    "log_node_cost_ms", "log_node_cost_over_additive",
+    *TIME_ONLY_FEATURES,
 )
-#: inputs the memory correction does not read: a compute node's duration says nothing of the heap (with them
-#: memory LOFO went 9.79% -> 10.00%); latency and energy (time × power) read them
-TIME_ONLY_FEATURES: tuple[str, ...] = ("log_node_cost_ms", "log_node_cost_over_additive")
 _MIN_RESIDUALS = 50  # fewer labelled runs than this for a target: no correction, the additive model alone
 
 
@@ -188,7 +188,7 @@ class AdditiveGBMPredictor(AdditivePredictor):
         factors = np.exp(self._corrections(graphs, configs, [device] * len(graphs))[:, TARGETS.index("latency_ms")])
         out = []
         for g, c, factor in zip(graphs, configs, factors, strict=True):
-            b = AdditivePredictor._breakdown(self, g, c, device)
+            b = super()._breakdown(g, c, device)
             if b:
                 b["by_term"] = {k: v * float(factor) for k, v in b["by_term"].items()}
                 b["correction_factor"] = float(factor)
