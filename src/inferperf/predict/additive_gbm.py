@@ -41,7 +41,7 @@ import numpy as np
 
 from inferperf.dataset import GraphDataset
 from inferperf.ir.graph import ModelGraph
-from inferperf.predict.additive import LATENCY_COLUMNS, AdditivePredictor
+from inferperf.predict.additive import LATENCY_COLUMNS, AdditivePredictor, nchwc_block
 from inferperf.predict.base import TARGETS, PredictorError, log_labels, register
 from inferperf.predict.features import TABULAR_FEATURE_NAMES, tabular_matrix
 from inferperf.predict.fusion.rules import RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary
@@ -50,6 +50,12 @@ from inferperf.predict.node_cost import NODE_COST_FEATURE_NAMES, NODE_COST_VERSI
 #: inputs the memory correction does not read: a compute node's duration says nothing of the heap (with them
 #: memory LOFO went 9.79% -> 10.00%); latency and energy (time × power) read them
 TIME_ONLY_FEATURES: tuple[str, ...] = ("log_node_cost_ms", "log_node_cost_over_additive")
+#: inputs only the memory correction reads: the simulated ONNX Runtime footprint
+#: (:func:`~inferperf.predict.ort_memory.ort_memory`) — where the arena sits between two of its doubling steps
+#: is what the priced sum cannot say
+MEMORY_ONLY_FEATURES: tuple[str, ...] = ("log_sim_held_weight_mb", "log_sim_prepacked_mb", "log_sim_arena_mb",
+                                         "log_sim_pattern_mb", "log_sim_first_run_peak_mb",
+                                         "sim_pattern_over_arena", "sim_arena_regions")
 #: the correction's input columns, in order (recorded in the artifact: a different layout is refused)
 CORRECTION_FEATURE_NAMES: tuple[str, ...] = (
     *TABULAR_FEATURE_NAMES,
@@ -57,14 +63,27 @@ CORRECTION_FEATURE_NAMES: tuple[str, ...] = (
     *(f"log_amount:{c}" for c in LATENCY_COLUMNS),
     *RULE_KERNEL_SUMMARY_NAMES,
     *TIME_ONLY_FEATURES,
+    *MEMORY_ONLY_FEATURES,
 )
 _MIN_RESIDUALS = 50  # fewer labelled runs than this for a target: no correction, the additive model alone
 
 
 def _columns(target: str) -> np.ndarray:
     """Indices of :data:`CORRECTION_FEATURE_NAMES` the correction of ``target`` reads."""
-    return np.array([i for i, name in enumerate(CORRECTION_FEATURE_NAMES)
-                     if target != "memory_mb" or name not in TIME_ONLY_FEATURES])
+    skip = TIME_ONLY_FEATURES if target == "memory_mb" else MEMORY_ONLY_FEATURES
+    return np.array([i for i, name in enumerate(CORRECTION_FEATURE_NAMES) if name not in skip])
+
+
+def simulated_memory_features(graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]) -> np.ndarray:
+    """[n, len(MEMORY_ONLY_FEATURES)] the simulated ONNX Runtime footprint of each graph on its device."""
+    from inferperf.predict.ort_memory import ort_memory
+
+    out = np.zeros((len(graphs), len(MEMORY_ONLY_FEATURES)))
+    for i, (g, d) in enumerate(zip(graphs, devices, strict=True)):
+        e = ort_memory(g, nchwc_block(d))
+        out[i] = [np.log1p(e.weights_mb), np.log1p(e.prepacked_mb), np.log1p(e.arena_mb), np.log1p(e.pattern_mb),
+                  np.log1p(e.first_run_peak_mb), e.pattern_mb / e.arena_mb if e.arena_mb else 0.0, e.arena_regions]
+    return out
 
 
 @register("additive-gbm")
@@ -119,7 +138,8 @@ class AdditiveGBMPredictor(AdditivePredictor):
             log_node = np.where(node_ms > 0, np.log(np.maximum(node_ms, 1e-12)), np.nan)
             node = np.column_stack([log_node, log_node - np.log(additive_ms)]) if graphs else np.zeros((0, 2))
         return np.concatenate(
-            [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels, node], axis=1
+            [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels, node,
+             simulated_memory_features(graphs, devices)], axis=1
         )
 
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
