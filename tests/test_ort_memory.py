@@ -152,3 +152,20 @@ def test_simulated_arena_matches_onnxruntime(tmp_path, channels: int, hw: int) -
     assert "CPUExecutionProvider" in ort.get_available_providers()
     block = nchwc_block(this_device())  # this CPU's NCHWc block
     assert ort_memory(build_graph(model, infer=True), block).arena_mb == pytest.approx(grown / MB)
+
+
+def test_silu_is_one_kernel_and_activations_write_in_place() -> None:
+    x = [_vi("x", [1, 256, 256])]
+    unit = 256 * 256 * 4 / MB
+    silu = _model([helper.make_node("Sin", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["s"]),
+                   helper.make_node("Mul", ["a", "s"], ["m"]), helper.make_node("Sin", ["m"], ["y"])],
+                  x, [_vi("y", [1, 256, 256])])
+    # x * sigmoid(x) runs as ORT's QuickGelu: the sigmoid's output never exists, two maps live at most
+    assert ort_memory(build_graph(silu, infer=True), 8).first_run_peak_mb == pytest.approx(2 * unit)
+    relu = _model([helper.make_node("Sin", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+                   helper.make_node("Neg", ["r"], ["n"]), helper.make_node("Sin", ["n"], ["y"])],
+                  x, [_vi("y", [1, 256, 256])])
+    est = ort_memory(build_graph(relu, infer=True), 8)
+    # Relu overwrites its dying input; Neg allocates (measured: no MayInplace), then takes a freed buffer
+    assert est.first_run_peak_mb == pytest.approx(2 * unit)
+    assert est.pattern_mb == pytest.approx(2 * unit)

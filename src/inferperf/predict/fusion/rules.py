@@ -414,6 +414,16 @@ def _in_group(kernel_type: str, group: str) -> bool:
     return group in kernel_type if group in ("Norm", "Gelu") else kernel_type.startswith(group)
 
 
+def rule_partition(graph: ModelGraph, opt_level: str = "all") -> RulePartition:
+    """:meth:`RuleFusion.partition` memoised on the graph object per opt level (the kernel summary and the
+    memory simulation both read it)."""
+    cache = graph.__dict__.setdefault("_fusion_cache", {})
+    key = ("rule_partition", str(opt_level))
+    if key not in cache:
+        cache[key] = RuleFusion().partition(graph, {"opt_level": str(opt_level)})
+    return cache[key]
+
+
 def rule_kernel_summary(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:
     """[len(RULE_KERNEL_SUMMARY_NAMES)] how many kernels the rules say ORT launches, and of which kinds.
 
@@ -425,7 +435,7 @@ def rule_kernel_summary(graph: ModelGraph, config: dict[str, Any] | None = None)
     cache = graph.__dict__.setdefault("_fusion_cache", {})
     key = ("rule_summary", opt)
     if key not in cache:
-        part = RuleFusion().partition(graph, {"opt_level": opt})
+        part = rule_partition(graph, opt)
         counts = np.zeros(len(KERNEL_GROUPS) + 1)
         for t in part.kernel_types:
             counts[next((j for j, g in enumerate(KERNEL_GROUPS) if _in_group(t, g)), len(KERNEL_GROUPS))] += 1
