@@ -187,26 +187,44 @@ def _padded_bytes(t: Any, block: int) -> int:
 
 
 def _constant_flags(graph: ModelGraph) -> list[bool]:
-    return [n.is_constant for n in graph.nodes]
+    """:attr:`Node.is_constant` of every node, in one pass (the simulation asks three times)."""
+    out = []
+    for n in graph.nodes:
+        named = False
+        weight = True
+        for t in n.outputs:
+            if t.name:
+                named = True
+                if not t.is_weight:
+                    weight = False
+                    break
+        out.append(named and weight)
+    return out
 
 
-def blocked_nodes(graph: ModelGraph, block: int, constant: list[bool] | None = None) -> set[int]:
+def blocked_nodes(graph: ModelGraph, block: int, constant: list[bool] | None = None,
+                  producer: dict[str, int] | None = None) -> set[int]:
     """Nodes ORT runs in the NCHWc layout: blocked convolutions and the pass-through ops after them (the rule
     of :func:`inferperf.predict.additive.reorder_mb`); ``constant`` is :attr:`Node.is_constant` per node, when
     the caller has it."""
     if not block:
         return set()
     constant = constant if constant is not None else _constant_flags(graph)
-    producer = {t.name: n.index for n in graph.nodes for t in n.outputs if t.name}
+    if producer is None:
+        producer = {t.name: n.index for n in graph.nodes for t in n.outputs if t.name}
     blocked: set[int] = set()
     for n in graph.nodes:
+        op = n.op_type
+        if op != "Conv" and op not in _NCHWC_PASS:
+            continue
         if constant[n.index] or not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
             continue
-        if n.op_type == "Conv" and _nchwc_conv(n, block):
-            blocked.add(n.index)
+        if op == "Conv":
+            if _nchwc_conv(n, block):
+                blocked.add(n.index)
             continue
         acts = [t for t in n.inputs if t.name and not t.is_weight and t.shape is not None]
-        if n.op_type not in _NCHWC_PASS or not any(producer.get(t.name) in blocked for t in acts):
+        if not any(producer.get(t.name) in blocked for t in acts):
             continue
         if n.op_type in ("Add", "Sum", "Mul") and any(t.shape != n.outputs[0].shape for t in acts):
             continue
@@ -281,6 +299,8 @@ def _with_quick_gelu(graph: ModelGraph, kernels: list[list[int]], producer: dict
     """``x * Sigmoid(x)`` (SiLU / swish) as one kernel: ORT fuses it (QuickGelu), so the sigmoid's output is
     never materialised. The documented rules leave that fusion out on purpose (they are the nn-Meter-style
     baseline); the footprint simulation wants what ORT does (MobileViT's arena was a doubling too large)."""
+    if not any(n.op_type == "Sigmoid" for n in graph.nodes):
+        return kernels
     kernel_of = {i: k for k, nodes in enumerate(kernels) for i in nodes}
     readers: dict[str, int] = {}
     for n in graph.nodes:
@@ -312,15 +332,16 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None,
 
     part = rule_partition(graph, str((config or {}).get("opt_level", "all")))
     nodes_ = graph.nodes
-    blocked = blocked_nodes(graph, block, constant)
     producer = {t.name: n.index for n in nodes_ for t in n.outputs if t.name}
+    blocked = blocked_nodes(graph, block, constant, producer)
     kernels = _with_quick_gelu(graph, [list(k) for k in part.kernels], producer)
     kernel_of = {i: k for k, nodes in enumerate(kernels) for i in nodes}
     graph_inputs = {t.name for t in graph.inputs}
+    executed = part.executed
     # an eliminated Identity / Dropout passes its input through
     passthrough = {t.name: n.inputs[0].name for n in nodes_
-                   if n.index not in kernel_of and not part.executed[n.index] and n.op_type in ALIAS_OPS
-                   and n.inputs for t in n.outputs if t.name}
+                   if n.op_type in ALIAS_OPS and n.inputs and n.index not in kernel_of and not executed[n.index]
+                   for t in n.outputs if t.name}
 
     def resolve(name: str) -> str:
         for _ in range(64):
@@ -337,28 +358,30 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None,
     for i, k in kernel_of.items():
         ins = []
         for t in nodes_[i].inputs:
-            if not t.name:
+            tname = t.name
+            if not tname:
                 continue
-            name = resolve(t.name) if passthrough else t.name
+            name = resolve(tname) if passthrough else tname
             read_anywhere.add(name)
             if t.is_weight:
                 continue
-            src = producer.get(t.name)
-            if t.name not in graph_inputs and src is not None and kernel_of.get(src) == k:
+            src = producer.get(tname)
+            if src is not None and kernel_of.get(src) == k and tname not in graph_inputs:
                 continue  # produced inside the kernel
-            if name not in graph_inputs and name not in producer:
-                continue
-            if name in producer and kernel_of.get(producer[name]) != k:
+            base = producer.get(name)
+            if base is None:
+                if name not in graph_inputs:
+                    continue
+            elif kernel_of.get(base) != k:
                 external.add(name)
             ins.append((name, t))
         node_reads[i] = ins
     is_blocked_tensor: dict[str, bool] = {}
     steps: list[_Step] = []
     copies: dict[str, str] = {}  # tensor -> its copy in the other layout
-    for k in sorted(range(len(kernels)), key=lambda k: max(kernels[k])):
-        nodes = kernels[k]
-        main = nodes_[max(nodes, key=lambda i: nodes_[i].macs)] if len(nodes) > 1 else nodes_[nodes[0]]
-        last = nodes_[max(nodes)]
+    for nodes in sorted(kernels, key=lambda k: k[-1]):
+        last = nodes_[nodes[-1]]
+        main = nodes_[max(nodes, key=lambda i: nodes_[i].macs)] if len(nodes) > 1 else last
         in_blocked = main.index in blocked or last.index in blocked
         reads: list[str] = []
         for i in nodes:
@@ -378,20 +401,22 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None,
         writes = []
         for i in nodes:
             for t in nodes_[i].outputs:
-                if not t.name or t.is_weight:
+                tname = t.name
+                if not tname or t.is_weight:
                     continue
-                if t.name not in outputs and t.name in read_anywhere and t.name not in external:
+                if tname in read_anywhere and tname not in external and tname not in outputs:
                     continue  # read only inside its kernel: never materialised
-                writes.append((t.name, _padded_bytes(t, block) if in_blocked else t.nbytes))
-                is_blocked_tensor[t.name] = in_blocked
+                writes.append((tname, _padded_bytes(t, block) if in_blocked else t.nbytes))
+                is_blocked_tensor[tname] = in_blocked
         kind = "BiasGelu" if last.op_type == "Gelu" and len(nodes) > 1 else last.op_type
-        scratch = int(SCRATCH_PER_OUTPUT.get(kind, 0.0) * sum(size for _, size in writes))
-        steps.append(_Step(reads=reads, writes=writes, alias=main.op_type in ALIAS_OPS and len(nodes) == 1,
+        scratch = SCRATCH_PER_OUTPUT.get(kind)
+        steps.append(_Step(reads=reads, writes=writes, alias=len(nodes) == 1 and main.op_type in ALIAS_OPS,
                            inplace=(len(nodes) == 1 and last.op_type in INPLACE_OPS) or (
                                main.op_type == "Conv" and any(nodes_[i].op_type in ("Add", "Sum")
                                                              for i in nodes)),
-                           scratch=scratch))
-    shapes = {t.name: t for n in nodes_ for t in n.outputs if t.name in outputs}
+                           scratch=int(scratch * sum(size for _, size in writes)) if scratch else 0))
+    shapes = {t.name: t for name in outputs if name in producer for t in nodes_[producer[name]].outputs
+              if t.name == name}
     held = set()
     for name in outputs:  # a blocked graph output is reordered back to the plain layout
         if is_blocked_tensor.get(name) and name in shapes:
