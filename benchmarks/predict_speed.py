@@ -38,14 +38,15 @@ def _hp(name: str) -> dict:
 
 
 def _cold_caches(graphs: list | None = None) -> None:
-    """Empty the per-graph caches the predictors keep (node features, additive rows, node-cost features, and
-    the fusion rules' partition each of ``graphs`` carries)."""
-    from inferperf.predict import additive, node_cost
+    """Empty the per-graph caches the predictors keep (node features, additive rows, node-cost features, the
+    simulated ONNX Runtime footprint, and the fusion rules' partition each of ``graphs`` carries)."""
+    from inferperf.predict import additive, node_cost, ort_memory
     from inferperf.predict.features import NODE_FEATURES
 
     NODE_FEATURES._rows.clear()
     additive._ROW_CACHE.clear()
     node_cost._CACHE.clear()
+    ort_memory._CACHE.clear()
     for g in graphs or ():
         g.__dict__.pop("_fusion_cache", None)
 
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--model", default="bert-base", help="architecture for the single prediction")
     parser.add_argument("--train-dataset", default=None,
                         help="train on this dataset directory (its trusted 1-thread runs) instead of synthetic data")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="hyper-parameter for every predictor (JSON value), e.g. arena=false")
     parser.add_argument("--out", default=str(RESULTS / "predict_speed.json"))
     args = parser.parse_args()
     os.environ.setdefault("TMPDIR", "/tmp")
@@ -101,6 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ["TMPDIR"]) as tmp:
         for name in args.predictors.split(","):
             hp = {**_hp(name), **({"threads": args.threads} if name.startswith(("gnn-", "mlp")) else {})}
+            hp.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
             path = get_predictor(name, **hp).fit(train).save(Path(tmp) / name)
             model = Predictor.load(path)
             cfg = {"runtime": "onnxruntime", "batch_size": 1, "intra_op_threads": 1}

@@ -278,7 +278,9 @@ def memory_row(graph: ModelGraph, block: int = 16, *, arena: bool = True) -> np.
 
         est = ort_memory(graph, block)
         row[4:8] = [est.weights_mb, est.prepacked_mb, est.arena_mb, est.pattern_mb]
-    row[8] = sum(1 for n in graph.nodes if not n.is_constant) / 1e3
+    from inferperf.predict.ort_memory import executed_nodes
+
+    row[8] = executed_nodes(graph) / 1e3
     return row
 
 
@@ -364,14 +366,16 @@ class AdditivePredictor(Predictor):
         _ROW_CACHE[id(graph)] = (graph, key, row)
         return row
 
+    def _latency_rows(self, graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]) -> np.ndarray:
+        return (np.stack([self._latency_row(g, d) for g, d in zip(graphs, devices, strict=True)])
+                if graphs else np.zeros((0, len(LATENCY_COLUMNS))))
+
     def _rows(
         self, graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        lat = (np.stack([self._latency_row(g, d) for g, d in zip(graphs, devices, strict=True)])
-               if graphs else np.zeros((0, len(LATENCY_COLUMNS))))
         mem = (np.stack([memory_row(g, nchwc_block(d), arena=self.arena) for g, d in zip(graphs, devices, strict=True)])
                if graphs else np.zeros((0, len(MEMORY_COLUMNS))))
-        return lat, mem
+        return self._latency_rows(graphs, devices), mem
 
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         samples = list(train)  # nothing to select on dev: the fit is convex; calibration keeps its own half

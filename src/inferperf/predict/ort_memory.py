@@ -202,6 +202,11 @@ def _constant_flags(graph: ModelGraph) -> list[bool]:
     return out
 
 
+def executed_nodes(graph: ModelGraph) -> int:
+    """Nodes that run per inference (not folded at session start)."""
+    return len(graph.nodes) - sum(_constant_flags(graph))
+
+
 def blocked_nodes(graph: ModelGraph, block: int, constant: list[bool] | None = None,
                   producer: dict[str, int] | None = None) -> set[int]:
     """Nodes ORT runs in the NCHWc layout: blocked convolutions and the pass-through ops after them (the rule
