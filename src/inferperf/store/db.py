@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,7 +129,7 @@ def _configure_sqlite(engine: Engine, wal: bool) -> None:
             cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             cur.execute("PRAGMA foreign_keys = ON")
             if wal:
-                cur.execute("PRAGMA journal_mode = WAL")
+                _set_wal(cur)
                 # in WAL mode NORMAL never corrupts; a power cut may lose the last commits, a killed process
                 # loses nothing that was committed
                 cur.execute("PRAGMA synchronous = NORMAL")
@@ -139,6 +140,26 @@ def _configure_sqlite(engine: Engine, wal: bool) -> None:
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _set_wal(cur: Any) -> None:
+    """Switch a connection to WAL, waiting out a concurrent first open.
+
+    Why a loop: changing the journal mode needs the database to itself, and SQLite answers "database is
+    locked" at once — without the busy handler — when another connection is creating or migrating the same new
+    file (four workers opening a fresh PerfDB together failed this way about once in fifty runs under load).
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _describe(exc: BaseException) -> str:
