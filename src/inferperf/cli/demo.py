@@ -129,4 +129,9 @@ def demo(
                   f"→ error {err:+.1f}%"
                   + (f"; the measurement is {'inside' if inside else 'outside'} the 90% interval" if lo else "")
                   + f"  (predictor {predictor}, family '{family}' never seen in training{device_note})")
+    measured_mb = run.get("memory_mb")
+    if pred.memory_mb and measured_mb:
+        # the heap footprint does not depend on the CPU's speed: no calibration applies to it
+        console.print(f"{model} memory: predicted {pred.memory_mb:.1f} MB vs measured {measured_mb:.1f} MB "
+                      f"→ error {100.0 * (pred.memory_mb - measured_mb) / measured_mb:+.1f}%")
 
