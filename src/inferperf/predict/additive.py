@@ -132,6 +132,36 @@ def _nchwc_conv(node: Any, block: int) -> bool:
     return w[1] % block == 0 and (w[0] // group) % block == 0
 
 
+def nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
+    """Indices of the nodes ORT runs in the NCHWc layout: a blocked convolution (:func:`_nchwc_conv`), or a
+    pass-through op (:data:`_NCHWC_PASS`) with a blocked input and, for binary ops, no broadcasting. Empty where
+    the CPU has no NCHWc path."""
+    if not block:
+        return set()
+    producer: dict[str, int] = {}
+    for n in graph.nodes:
+        for t in n.outputs:
+            if t.name:
+                producer[t.name] = n.index
+    blocked: set[int] = set()
+    for n in graph.nodes:
+        if n.op_type != "Conv" and n.op_type not in _NCHWC_PASS:
+            continue
+        if n.is_constant or not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
+            continue
+        if n.op_type == "Conv":
+            if _nchwc_conv(n, block):
+                blocked.add(n.index)
+            continue
+        acts = [t for t in n.inputs if t.name and not t.is_weight and t.shape is not None]
+        if not any(producer.get(t.name) in blocked for t in acts):
+            continue
+        if n.op_type in ("Add", "Sum", "Mul") and any(t.shape != n.outputs[0].shape for t in acts):
+            continue
+        blocked.add(n.index)
+    return blocked
+
+
 def reorder_mb(graph: ModelGraph, block: int) -> float:
     """MB ORT's NCHWc transformer copies between the blocked and the plain layout (ReorderInput /
     ReorderOutput kernels) around the islands of convolutions it runs blocked.
@@ -140,27 +170,24 @@ def reorder_mb(graph: ModelGraph, block: int) -> float:
     ops (PVT / SegFormer spatial reduction and Mix-FFN depthwise convolutions) or a squeeze-excitation
     multiply that broadcasts (EfficientNet, RegNetY) leaves the layout and comes back, each time copying the
     whole feature map. Those reorders are 7–10% of the profiled time of PVT, SegFormer, EfficientNet and
-    RegNet and under 1% elsewhere; nothing else in the row sees them. Simplified from the transformer: a
-    node is blocked if it is a blocked convolution (:func:`_nchwc_conv`), or a pass-through op
-    (:data:`_NCHWC_PASS`) with a blocked input and, for binary ops, no broadcasting; a tensor is reordered
-    once per direction.
+    RegNet and under 1% elsewhere; nothing else in the row sees them. Simplified from the transformer: the
+    blocked nodes are :func:`nchwc_blocked_nodes`; a tensor is reordered once per direction.
     """
     if not block:
         return 0.0
+    blocked = nchwc_blocked_nodes(graph, block)
     producer: dict[str, int] = {}
     for n in graph.nodes:
         for t in n.outputs:
             if t.name:
                 producer[t.name] = n.index
-    blocked: set[int] = set()
     reordered_in: set[str] = set()
     nbytes = 0
     for n in graph.nodes:
-        if n.is_constant or not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
+        if n.index not in blocked:
             continue
         acts = [t for t in n.inputs if t.name and not t.is_weight and t.shape is not None]
-        if n.op_type == "Conv" and _nchwc_conv(n, block):
-            blocked.add(n.index)
+        if n.op_type == "Conv":
             x = acts[0] if acts else None
             # a plain input is reordered, unless its channels do not fill a block (an image: read as is)
             if (x is not None and producer.get(x.name) not in blocked and x.name not in reordered_in
@@ -168,12 +195,6 @@ def reorder_mb(graph: ModelGraph, block: int) -> float:
                 reordered_in.add(x.name)
                 nbytes += x.nbytes
             continue
-        out = n.outputs[0].shape
-        if n.op_type not in _NCHWC_PASS or not any(producer.get(t.name) in blocked for t in acts):
-            continue
-        if n.op_type in ("Add", "Sum", "Mul") and any(t.shape != out for t in acts):
-            continue
-        blocked.add(n.index)
         for t in acts:
             if producer.get(t.name) not in blocked and t.name not in reordered_in:
                 reordered_in.add(t.name)
@@ -274,13 +295,11 @@ def memory_row(graph: ModelGraph, block: int = 16, *, arena: bool = True) -> np.
     row = np.zeros(len(MEMORY_COLUMNS))
     row[:4] = [1.0, graph.weight_bytes / 1e6, graph.peak_activation_bytes / 1e6, graph.activation_bytes / 1e6]
     if arena:
-        from inferperf.predict.ort_memory import ort_memory
+        from inferperf.predict.ort_memory import ort_memory  # it imports this module
 
         est = ort_memory(graph, block)
         row[4:8] = [est.weights_mb, est.prepacked_mb, est.arena_mb, est.pattern_mb]
-    from inferperf.predict.ort_memory import executed_nodes
-
-    row[8] = executed_nodes(graph) / 1e3
+    row[8] = sum(1 for n in graph.nodes if not n.is_constant) / 1e3
     return row
 
 

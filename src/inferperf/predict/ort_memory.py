@@ -8,10 +8,9 @@ grew the arena to 2 + 2 MB; the second one asked for the memory-pattern block (2
 fits neither region, so the arena grew by the next power of two (4 MB). Regions double, so the arena is a step
 function of the activation sizes and its steps are as large as the activations themselves: the CNN families,
 whose footprint is mostly activations, were the worst of the memory predictions (canonical ResNets 28.7%,
-plain CNNs 22.0%, random DAGs 21.3% leave-family-out). Weights have their own surprises: a MatMul or Gemm
-with a constant B keeps a packed copy (columns padded to 16) per consuming node, so ALBERT, which shares one
-set of weights over its layers, holds a packed copy per layer; NCHWc convolutions hold their weights
-reordered and padded to the SIMD block.
+plain CNNs 22.0%, random DAGs 21.3% leave-family-out). Weights are laid out anew too: a MatMul or Gemm with
+a constant B holds it packed (columns padded to 16; once per weight — ALBERT's layers share one packed copy,
+as measured), and NCHWc convolutions hold their weights reordered and padded to the SIMD block.
 
 The simulation follows ONNX Runtime's own rules, simplified:
 
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferperf.ir.graph import ModelGraph
-from inferperf.predict.additive import _NCHWC_PASS, _nchwc_conv
+from inferperf.predict.additive import _nchwc_conv, nchwc_blocked_nodes
 
 _MB = 1024.0 * 1024.0
 #: ONNX Runtime's BFC arena defaults (``OrtArenaCfg``): first region, rounding, dead-space limit, largest step
@@ -77,10 +76,6 @@ class OrtMemoryEstimate:
     pattern_mb: float  # the memory-pattern block of later inferences
     arena_mb: float  # the arena's regions after two inferences
     arena_regions: int
-
-    @property
-    def total_mb(self) -> float:
-        return self.weights_mb + self.prepacked_mb + self.arena_mb
 
 
 class BFCArenaModel:
@@ -186,58 +181,7 @@ def _padded_bytes(t: Any, block: int) -> int:
     return t.nbytes // max(shape[1], 1) * (math.ceil(shape[1] / block) * block) if shape[1] else t.nbytes
 
 
-def _constant_flags(graph: ModelGraph) -> list[bool]:
-    """:attr:`Node.is_constant` of every node, in one pass (the simulation asks three times)."""
-    out = []
-    for n in graph.nodes:
-        named = False
-        weight = True
-        for t in n.outputs:
-            if t.name:
-                named = True
-                if not t.is_weight:
-                    weight = False
-                    break
-        out.append(named and weight)
-    return out
-
-
-def executed_nodes(graph: ModelGraph) -> int:
-    """Nodes that run per inference (not folded at session start)."""
-    return len(graph.nodes) - sum(_constant_flags(graph))
-
-
-def blocked_nodes(graph: ModelGraph, block: int, constant: list[bool] | None = None,
-                  producer: dict[str, int] | None = None) -> set[int]:
-    """Nodes ORT runs in the NCHWc layout: blocked convolutions and the pass-through ops after them (the rule
-    of :func:`inferperf.predict.additive.reorder_mb`); ``constant`` is :attr:`Node.is_constant` per node, when
-    the caller has it."""
-    if not block:
-        return set()
-    constant = constant if constant is not None else _constant_flags(graph)
-    if producer is None:
-        producer = {t.name: n.index for n in graph.nodes for t in n.outputs if t.name}
-    blocked: set[int] = set()
-    for n in graph.nodes:
-        op = n.op_type
-        if op != "Conv" and op not in _NCHWC_PASS:
-            continue
-        if constant[n.index] or not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
-            continue
-        if op == "Conv":
-            if _nchwc_conv(n, block):
-                blocked.add(n.index)
-            continue
-        acts = [t for t in n.inputs if t.name and not t.is_weight and t.shape is not None]
-        if not any(producer.get(t.name) in blocked for t in acts):
-            continue
-        if n.op_type in ("Add", "Sum", "Mul") and any(t.shape != n.outputs[0].shape for t in acts):
-            continue
-        blocked.add(n.index)
-    return blocked
-
-
-def weight_layout_mb(graph: ModelGraph, block: int, constant: list[bool] | None = None) -> tuple[float, float]:
+def weight_layout_mb(graph: ModelGraph, block: int) -> tuple[float, float]:
     """(initializers still held, packed / reordered copies), MB, after ORT prepares the weights.
 
     A MatMul / Gemm with a 2-D constant B packs it (columns padded to :data:`PACK_COLUMNS`); an NCHWc
@@ -245,14 +189,13 @@ def weight_layout_mb(graph: ModelGraph, block: int, constant: list[bool] | None 
     by several nodes (ALBERT's layers) is packed once: measured, ALBERT's footprint is its weights, not a copy
     per layer. An initializer every consumer replaced by a copy is released.
     """
-    constant = constant if constant is not None else _constant_flags(graph)
     held: dict[str, int] = {}
     replaced: dict[str, int] = {}  # initializer -> consumers that made their own copy
     consumers: dict[str, int] = {}
     packed_names: set[str] = set()
     packed = 0
     for n in graph.nodes:
-        if constant[n.index]:
+        if n.is_constant:
             continue
         for t in n.inputs:
             if t.name and t.is_weight:
@@ -330,15 +273,14 @@ def _with_quick_gelu(graph: ModelGraph, kernels: list[list[int]], producer: dict
     return [k for k in kernels if k]
 
 
-def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None,
-           constant: list[bool]) -> tuple[list[_Step], set[str]]:
+def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None) -> tuple[list[_Step], set[str]]:
     """The executed kernels in order, with NCHWc reorders inserted; and the tensors the run hands back."""
     from inferperf.predict.fusion.rules import rule_partition
 
     part = rule_partition(graph, str((config or {}).get("opt_level", "all")))
     nodes_ = graph.nodes
     producer = {t.name: n.index for n in nodes_ for t in n.outputs if t.name}
-    blocked = blocked_nodes(graph, block, constant, producer)
+    blocked = nchwc_blocked_nodes(graph, block)
     kernels = _with_quick_gelu(graph, [list(k) for k in part.kernels], producer)
     kernel_of = {i: k for k, nodes in enumerate(kernels) for i in nodes}
     graph_inputs = {t.name for t in graph.inputs}
@@ -454,9 +396,8 @@ def ort_memory(graph: ModelGraph, block: int = 16, config: dict[str, Any] | None
 
 
 def _simulate(graph: ModelGraph, block: int, config: dict[str, Any] | None) -> OrtMemoryEstimate:
-    constant = _constant_flags(graph)
-    weights_mb, prepacked_mb = weight_layout_mb(graph, block, constant)
-    steps, held = _steps(graph, block, config, constant)
+    weights_mb, prepacked_mb = weight_layout_mb(graph, block)
+    steps, held = _steps(graph, block, config)
     readers: dict[str, int] = {}
     for st in steps:
         for name in st.reads:

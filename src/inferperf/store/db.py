@@ -145,9 +145,10 @@ def _configure_sqlite(engine: Engine, wal: bool) -> None:
 def _set_wal(cur: Any) -> None:
     """Switch a connection to WAL, waiting out a concurrent first open.
 
-    Why a loop: changing the journal mode needs the database to itself, and SQLite answers "database is
+    Why a loop: changing the journal mode needs the database to itself, and SQLite can answer "database is
     locked" at once — without the busy handler — when another connection is creating or migrating the same new
-    file (four workers opening a fresh PerfDB together failed this way about once in fifty runs under load).
+    file. Four threads opening a fresh PerfDB together failed this way once in a full test run under load (not
+    reproduced in 30 loaded runs since, so this is the likely cause, not a proven one).
     """
     import sqlite3
 
