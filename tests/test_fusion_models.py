@@ -257,15 +257,18 @@ def test_edge_classifier_trained_on_other_edge_features_is_refused(tmp_path: Pat
 
 
 def test_kernel_cost_prior_prices_node_sets_like_the_additive_model(toy: GraphDataset) -> None:
-    from inferperf.predict.additive import latency_row, nchwc_block, node_latency_rows
+    from inferperf.predict.additive import LATENCY_COLUMNS, latency_row, nchwc_block, node_latency_rows
+    from inferperf.predict.base import PredictorError
     from inferperf.predict.fusion.prior import KernelCostPrior
 
     s = toy[0]
     block = nchwc_block(s.device)
     rows, whole = node_latency_rows(s.graph, block), latency_row(s.graph, block)
-    # per node, the whole graph's row less the per-run columns (call, NCHWc reorders)
-    np.testing.assert_allclose(rows.sum(axis=0)[1:-2], whole[1:-2], rtol=1e-12)
-    assert rows[:, 0].sum() == 0 and rows[:, -2].sum() == 0
+    # per node, the whole graph's row less the per-run columns (call, NCHWc reorders, DRAM weight streaming)
+    per_run = [LATENCY_COLUMNS.index(c) for c in ("call", "mb_reorder", "mb_weight_stream")]
+    per_node = [i for i in range(len(LATENCY_COLUMNS)) if i not in per_run]
+    np.testing.assert_allclose(rows.sum(axis=0)[per_node], whole[per_node], rtol=1e-12)
+    assert rows[:, per_run].sum() == 0
     prior = KernelCostPrior().fit(toy)
     every = list(range(len(s.graph.nodes)))
     part = [every[: len(every) // 2], every[len(every) // 2:]]
@@ -273,6 +276,11 @@ def test_kernel_cost_prior_prices_node_sets_like_the_additive_model(toy: GraphDa
     assert whole_ms == pytest.approx(sum(parts_ms), rel=1e-9)  # a kernel's prior is the sum of its nodes'
     again = KernelCostPrior.from_state(prior.state())
     assert again.log_ms([(s.graph, every, s.config, s.device)])[0] == pytest.approx(np.log(whole_ms))
+    # a prior saved before a cost term was added prices fewer columns: refused with a clear message
+    legacy = {**prior.state(), "latency_columns": None}
+    legacy["prices"] = {t: {k: v[:-1] for k, v in table.items()} for t, table in legacy["prices"].items()}
+    with pytest.raises(PredictorError, match="train it again"):
+        KernelCostPrior.from_state(legacy)
 
 
 def test_kernel_model_learns_relative_to_its_prior(toy: GraphDataset, tmp_path: Path) -> None:

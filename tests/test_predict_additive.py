@@ -13,10 +13,12 @@ from inferperf.predict.additive import (
     LATENCY_COLUMNS,
     fit_prices,
     im2col_mb,
+    l3_bytes,
     latency_row,
     nchwc_block,
     recurrent_reread_mb,
     reorder_mb,
+    weight_stream_mb,
 )
 from inferperf.predict.synthetic import synthetic_dataset
 
@@ -207,3 +209,25 @@ def test_cached_rows_follow_the_switches_and_the_device():
     wide = ModelGraph("g", [_conv(16, 512, 7, 20)], [], [], [], 17)
     assert get_predictor("additive")._latency_row(wide, avx512)[col] == 0
     assert get_predictor("additive")._latency_row(wide, {"id": "b", "features": {}})[col] > 0  # no NCHWc
+
+
+def test_weight_stream_counts_matrix_vector_weights_beyond_the_cache():
+    mb = 1 << 20
+    # two 4096x2048 MatMuls at batch 1 (32 MB each, 64 MB of weights): half of them cannot stay in a 32 MB cache
+    mlp = _chain([("MatMul", (1, 2048), {"w": (4096, 2048)}), ("MatMul", (1, 4096), {"w": (2048, 4096)})], (1, 4096))
+    assert weight_stream_mb(mlp, 32 * mb) == pytest.approx(64 * mb * 0.5 / 1e6)
+    assert weight_stream_mb(mlp, 128 * mb) == 0  # everything fits: read from cache every time
+    # the same weights read for 128 tokens: compute-bound, no stream term
+    tokens = _chain([("MatMul", (128, 2048), {"w": (4096, 2048)}), ("MatMul", (128, 4096), {"w": (2048, 4096)})],
+                    (128, 4096))
+    assert weight_stream_mb(tokens, 32 * mb) == 0
+    row = dict(zip(LATENCY_COLUMNS, latency_row(mlp, 16, l3_bytes=32 * mb), strict=True))
+    assert row["mb_weight_stream"] == pytest.approx(weight_stream_mb(mlp, 32 * mb))
+    off = dict(zip(LATENCY_COLUMNS, latency_row(mlp, 16, weight_stream=False, l3_bytes=32 * mb), strict=True))
+    assert off["mb_weight_stream"] == 0 and off["mb_matmul"] == row["mb_matmul"]
+
+
+def test_l3_comes_from_the_device_descriptor():
+    assert l3_bytes({"features": {"log2_l3_kib": 15.0}}) == 32 << 20
+    assert l3_bytes({"features": {"log2_l3_kib": 10.0}}) == 1 << 20
+    assert l3_bytes({"features": {}}) == l3_bytes(None) > 0  # unknown: the documented default

@@ -20,9 +20,10 @@ The design row of a graph (linear, not log: costs add):
 - what the runtime does that the graph does not say: the im2col buffer of convolutions that miss ORT's
   NCHWc path (:func:`im2col_mb`), and the per-step re-read of an RNN's recurrent weights, whose MACs are
   priced as weight-MatMul MACs (:func:`recurrent_reread_mb`), the copies between the NCHWc and the plain
-  layout around blocked convolutions (:func:`reorder_mb`), and the bytes of depthwise convolutions, which
-  run at memory speed (:func:`latency_row`). Operators folded at session start cost nothing
-  (:mod:`inferperf.ir.fold`).
+  layout around blocked convolutions (:func:`reorder_mb`), the bytes of depthwise convolutions, which
+  run at memory speed (:func:`latency_row`), and the weights matrix-vector products stream from DRAM once
+  the model's weights outgrow the last-level cache (:func:`weight_stream_mb`). Operators folded at session
+  start cost nothing (:mod:`inferperf.ir.fold`).
 
 Prices are fitted by non-negative least squares (surcharges shrunk towards the shared price, see
 :func:`fit_prices`) on the *relative* error (rows weighted by 1 / label), so
@@ -38,6 +39,7 @@ thousands (the session's per-kernel state).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,13 +61,20 @@ LATENCY_COLUMNS: tuple[str, ...] = (
     "n_all", *(f"n_{c}" for c in OP_CATEGORIES),
     "mmacs_all", *(f"mmacs_{k}" for k in MAC_KINDS),
     "mb_all", *(f"mb_{c}" for c in OP_CATEGORIES),
-    "mb_im2col", "mb_reorder", "mb_depthwise",
+    "mb_im2col", "mb_reorder", "mb_depthwise", "mb_weight_stream",
 )
+_IM2COL, _REORDER, _DEPTHWISE, _STREAM = (LATENCY_COLUMNS.index(c) for c in ("mb_im2col", "mb_reorder", "mb_depthwise",
+                                                                           "mb_weight_stream"))
+#: the last-level cache assumed where a device descriptor does not say (a server CPU's L3 slice)
+DEFAULT_L3_BYTES = 32 << 20
+#: a weight MatMul reading at most this many rows of activations per weight byte is a matrix-vector product:
+#: it does too little arithmetic per weight byte to hide where the weight comes from
+GEMV_MAX_ROWS = 4
 MEMORY_COLUMNS: tuple[str, ...] = ("base", "weight_mb", "peak_activation_mb", "activation_mb", "held_weight_mb",
                                    "prepacked_mb", "arena_mb", "pattern_mb", "k_nodes")
 _FLOOR = 1e-6  # predictions are clipped here before the log (a zero price sum would be log 0)
 #: id(graph) -> (graph, row key, latency row); the graph is kept so that its id cannot be reused
-_ROW_CACHE: dict[int, tuple[ModelGraph, tuple[int, bool, bool, bool, bool], np.ndarray]] = {}
+_ROW_CACHE: dict[int, tuple[ModelGraph, tuple[Any, ...], np.ndarray]] = {}
 _ROW_CACHE_SIZE = 50_000
 
 
@@ -132,12 +141,21 @@ def _nchwc_conv(node: Any, block: int) -> bool:
     return w[1] % block == 0 and (w[0] // group) % block == 0
 
 
-def nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
+def nchwc_blocked_nodes(graph: ModelGraph, block: int) -> frozenset[int]:
     """Indices of the nodes ORT runs in the NCHWc layout: a blocked convolution (:func:`_nchwc_conv`), or a
     pass-through op (:data:`_NCHWC_PASS`) with a blocked input and, for binary ops, no broadcasting. Empty where
-    the CPU has no NCHWc path."""
+    the CPU has no NCHWc path. Memoised on the graph object per block (the latency row and the memory
+    simulation both read it)."""
     if not block:
-        return set()
+        return frozenset()
+    cache = graph.__dict__.setdefault("_fusion_cache", {})
+    key = ("nchwc_blocked", int(block))
+    if key not in cache:
+        cache[key] = frozenset(_nchwc_blocked_nodes(graph, block))
+    return cache[key]
+
+
+def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
     producer: dict[str, int] = {}
     for n in graph.nodes:
         for t in n.outputs:
@@ -260,14 +278,15 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
             row[o_mac - 1] = n.macs / 1e6
             row[o_mac + MAC_KINDS.index(kind)] = n.macs / 1e6
         if im2col and kind in ("conv_dense", "conv_grouped"):
-            row[-3] = im2col_mb(n, block)
+            row[_IM2COL] = im2col_mb(n, block)
         if depthwise_bytes and kind == "conv_depthwise":
-            row[-1] = moved
+            row[_DEPTHWISE] = moved
     return rows
 
 
 def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True,
-                reorder: bool = True, depthwise_bytes: bool = True) -> np.ndarray:
+                reorder: bool = True, depthwise_bytes: bool = True, weight_stream: bool = True,
+                l3_bytes: int = DEFAULT_L3_BYTES) -> np.ndarray:
     """[len(LATENCY_COLUMNS)] the additive cost terms of one graph on a CPU with NCHWc ``block``
     (:func:`nchwc_block`); ``im2col`` / ``recurrent_reread`` / ``reorder`` / ``depthwise_bytes`` switch those
     terms off (ablation).
@@ -280,8 +299,54 @@ def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recu
     row = node_latency_rows(graph, block, im2col=im2col, recurrent_reread=recurrent_reread,
                             depthwise_bytes=depthwise_bytes).sum(axis=0)
     row[0] = 1.0
-    row[-2] = reorder_mb(graph, block) if reorder else 0.0
+    row[_REORDER] = reorder_mb(graph, block) if reorder else 0.0
+    row[_STREAM] = weight_stream_mb(graph, l3_bytes) if weight_stream else 0.0
     return row
+
+
+def l3_bytes(device: dict[str, Any] | None) -> int:
+    """The device's last-level cache in bytes (its descriptor's ``log2_l3_kib``), else :data:`DEFAULT_L3_BYTES`."""
+    value = ((device or {}).get("features") or {}).get("log2_l3_kib")
+    if value is None or not np.isfinite(value) or value <= 0:
+        return DEFAULT_L3_BYTES
+    return int(round(2.0 ** float(value) * 1024))
+
+
+def weight_stream_mb(graph: ModelGraph, cache_bytes: int = DEFAULT_L3_BYTES) -> float:
+    """MB of weights that matrix-vector products stream from DRAM, per inference.
+
+    Why: a batch-1 MLP's MatMul reads each weight once and does 2 FLOPs with it, so it runs at the speed of
+    wherever the weight lives. While the model's weights fit the last-level cache they stay there between
+    inferences; beyond it, a share ``1 - cache / weights`` of them (a cache that evicts at random — a cyclic
+    sweep larger than an LRU cache would miss every time) comes from DRAM, several times slower. The
+    reference MLPs with 32–128 MB of weights ran 1.7–2x slower than the MatMul byte price said, while
+    transformers of the same size did not: their MatMuls read each weight for every token and are
+    compute-bound. Counted for weight MatMul / Gemm nodes reading at most :data:`GEMV_MAX_ROWS` rows, and for
+    the recurrent weights an RNN re-reads at every step.
+    """
+    total = 0
+    streamed = 0
+    for n in graph.nodes:
+        if n.is_constant:
+            continue
+        for t in n.inputs:
+            if t.is_weight:
+                total += t.nbytes
+        op = n.op_type
+        if op in ("MatMul", "Gemm") and len(n.inputs) >= 2 and n.inputs[1].is_weight and n.inputs[0].shape:
+            x = n.inputs[0].shape
+            rows = math.prod(x[:-1]) if len(x) > 1 else 1
+            if op == "Gemm" and n.attributes.get("transA") and len(x) == 2:
+                rows = x[1]
+            if rows <= GEMV_MAX_ROWS:
+                streamed += n.inputs[1].nbytes
+        elif op in _GATES:
+            reread = recurrent_reread_mb(n)
+            if reread is not None:
+                streamed += int(reread * 1e6)
+    if total <= cache_bytes or not streamed:
+        return 0.0
+    return streamed * (1.0 - cache_bytes / total) / 1e6
 
 
 def memory_row(graph: ModelGraph, block: int = 16, *, arena: bool = True) -> np.ndarray:
@@ -358,6 +423,7 @@ class AdditivePredictor(Predictor):
         recurrent_reread: bool = True,
         reorder: bool = True,
         depthwise_bytes: bool = True,
+        weight_stream: bool = True,
         arena: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -368,18 +434,22 @@ class AdditivePredictor(Predictor):
         self.recurrent_reread = recurrent_reread
         self.reorder = reorder
         self.depthwise_bytes = depthwise_bytes
+        #: price the weights matrix-vector products stream from beyond the cache (:func:`weight_stream_mb`)
+        self.weight_stream = weight_stream
         #: price the simulated ONNX Runtime memory terms (False: the graph's own sizes only; ablation)
         self.arena = arena
 
     def _latency_row(self, graph: ModelGraph, device: dict[str, Any]) -> np.ndarray:
         # a graph's row is the same in every fit: the family cross-fitting (5 refits) and the evaluation's
         # folds reuse the graph objects, and the rows are most of a fit's time
-        key = (nchwc_block(device), self.im2col, self.recurrent_reread, self.reorder, self.depthwise_bytes)
+        key = (nchwc_block(device), self.im2col, self.recurrent_reread, self.reorder, self.depthwise_bytes,
+               self.weight_stream, l3_bytes(device))
         hit = _ROW_CACHE.get(id(graph))
         if hit is not None and hit[0] is graph and hit[1] == key:
             return hit[2]
         row = latency_row(graph, key[0], im2col=self.im2col, recurrent_reread=self.recurrent_reread,
-                          reorder=self.reorder, depthwise_bytes=self.depthwise_bytes)
+                          reorder=self.reorder, depthwise_bytes=self.depthwise_bytes,
+                          weight_stream=self.weight_stream, l3_bytes=key[6])
         if len(_ROW_CACHE) >= _ROW_CACHE_SIZE:
             _ROW_CACHE.clear()
         _ROW_CACHE[id(graph)] = (graph, key, row)

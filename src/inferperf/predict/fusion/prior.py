@@ -117,10 +117,21 @@ class KernelCostPrior:
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"prices": self.prices_, "group_runs": self.group_runs_, "level": self.level}
+        from inferperf.predict.additive import LATENCY_COLUMNS
+
+        return {"prices": self.prices_, "group_runs": self.group_runs_, "level": self.level,
+                "latency_columns": list(LATENCY_COLUMNS)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> KernelCostPrior:
+        from inferperf.predict.additive import LATENCY_COLUMNS
+        from inferperf.predict.base import PredictorError
+
+        lengths = {len(v) for table in state["prices"].values() for v in table.values()}
+        if list(state.get("latency_columns") or LATENCY_COLUMNS) != list(LATENCY_COLUMNS) or lengths - {
+                len(LATENCY_COLUMNS)}:
+            raise PredictorError("this kernel model's cost prior prices other cost terms than this version "
+                                 "computes; train it again (inferperf train --predictor fusion-kernel)")
         obj = cls()
         obj.prices_ = {t: {k: list(v) for k, v in table.items()} for t, table in state["prices"].items()}
         obj.group_runs_ = {k: int(v) for k, v in (state.get("group_runs") or {}).items()}
