@@ -121,8 +121,13 @@ class Node:
     def is_constant(self) -> bool:
         """Whether the node only produces weights (a Constant, or a node over weights alone that the runtime
         folds at session start): it does no work per inference."""
-        named = [t for t in self.outputs if t.name]
-        return bool(named) and all(t.is_weight for t in named)
+        named = False
+        for t in self.outputs:  # a loop, not two comprehensions: the predictors ask this of every node often
+            if t.name:
+                if not t.is_weight:
+                    return False
+                named = True
+        return named
 
     @property
     def arithmetic_intensity(self) -> float:
