@@ -155,12 +155,18 @@ def nchwc_blocked_nodes(graph: ModelGraph, block: int) -> frozenset[int]:
     return cache[key]
 
 
+def tensor_producers(graph: ModelGraph) -> dict[str, int]:
+    """Tensor name → index of the node writing it, memoised on the graph object (the blocked-node rule and the
+    reorder term both walk it)."""
+    cache = graph.__dict__.setdefault("_fusion_cache", {})
+    key = ("producers", len(graph.nodes))
+    if key not in cache:
+        cache[key] = {t.name: n.index for n in graph.nodes for t in n.outputs if t.name}
+    return cache[key]
+
+
 def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
-    producer: dict[str, int] = {}
-    for n in graph.nodes:
-        for t in n.outputs:
-            if t.name:
-                producer[t.name] = n.index
+    producer = tensor_producers(graph)
     blocked: set[int] = set()
     for n in graph.nodes:
         if n.op_type != "Conv" and n.op_type not in _NCHWC_PASS:
@@ -194,11 +200,7 @@ def reorder_mb(graph: ModelGraph, block: int) -> float:
     if not block:
         return 0.0
     blocked = nchwc_blocked_nodes(graph, block)
-    producer: dict[str, int] = {}
-    for n in graph.nodes:
-        for t in n.outputs:
-            if t.name:
-                producer[t.name] = n.index
+    producer = tensor_producers(graph)
     reordered_in: set[str] = set()
     nbytes = 0
     for n in graph.nodes:

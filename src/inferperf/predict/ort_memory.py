@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferperf.ir.graph import ModelGraph
-from inferperf.predict.additive import _nchwc_conv, nchwc_blocked_nodes
+from inferperf.predict.additive import _nchwc_conv, nchwc_blocked_nodes, tensor_producers
 
 _MB = 1024.0 * 1024.0
 #: ONNX Runtime's BFC arena defaults (``OrtArenaCfg``): first region, rounding, dead-space limit, largest step
@@ -279,7 +279,7 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None) -> tupl
 
     part = rule_partition(graph, str((config or {}).get("opt_level", "all")))
     nodes_ = graph.nodes
-    producer = {t.name: n.index for n in nodes_ for t in n.outputs if t.name}
+    producer = tensor_producers(graph)
     blocked = nchwc_blocked_nodes(graph, block)
     kernels = _with_quick_gelu(graph, [list(k) for k in part.kernels], producer)
     kernel_of = {i: k for k, nodes in enumerate(kernels) for i in nodes}
