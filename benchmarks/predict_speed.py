@@ -68,14 +68,15 @@ def main() -> None:
     parser.add_argument("--train-dataset", default=None,
                         help="train on this dataset directory (its trusted 1-thread runs) instead of synthetic data")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="hyper-parameter for every predictor (JSON value), e.g. arena=false")
+                        help="hyper-parameter as `inferperf evaluate --set` takes it: arena=false for every predictor "
+                        "that has it, additive-gbm.arena=false for one")
     parser.add_argument("--out", default=str(RESULTS / "predict_speed.json"))
     args = parser.parse_args()
     os.environ.setdefault("TMPDIR", "/tmp")
 
     from inferperf.ir.build import build_graph
     from inferperf.ir.ingest import load_model, load_onnx_file
-    from inferperf.predict.base import Predictor, get_predictor
+    from inferperf.predict.base import Predictor, get_predictor, hparams_for
     from inferperf.predict.synthetic import synthetic_dataset
 
     t0 = time.perf_counter()
@@ -106,10 +107,12 @@ def main() -> None:
         "batched_mean_nodes": round(statistics.mean(len(g.nodes) for g in graphs), 1),
         "predictors": {},
     }
+    names = args.predictors.split(",")
+    settings = hparams_for(args.set, names)
     with tempfile.TemporaryDirectory(dir=os.environ["TMPDIR"]) as tmp:
-        for name in args.predictors.split(","):
+        for name in names:
             hp = {**_hp(name), **({"threads": args.threads} if name.startswith(("gnn-", "mlp")) else {})}
-            hp.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
+            hp.update(settings[name])
             path = get_predictor(name, **hp).fit(train).save(Path(tmp) / name)
             model = Predictor.load(path)
             cfg = {"runtime": "onnxruntime", "batch_size": 1, "intra_op_threads": 1}

@@ -26,10 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_speed import RESULTS, _cold_caches  # noqa: E402
 
 
-def _settings(items: list[str]) -> dict:
-    return {k: json.loads(v) for k, v in (item.split("=", 1) for item in items)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictor", default="additive-gbm")
@@ -43,12 +39,12 @@ def main() -> None:
     os.environ.setdefault("TMPDIR", "/tmp")
 
     from inferperf.dataset.core import load_dataset
-    from inferperf.predict.base import get_predictor
+    from inferperf.predict.base import get_predictor, parse_hparams
     from inferperf.predict.synthetic import synthetic_dataset
 
     train = load_dataset(args.train_dataset).filter(
         lambda s: s.trusted and int(s.config.get("intra_op_threads") or 1) == 1)
-    settings = {"A": _settings(args.a), "B": _settings(args.b)}
+    settings = {"A": parse_hparams(args.a), "B": parse_hparams(args.b)}
     models = {k: get_predictor(args.predictor, family_folds=0, **hp).fit(train) for k, hp in settings.items()}
     pool = synthetic_dataset(per_family=args.graphs // 2, batches=(1,), seed=11, scale=3)
     small = [s for s in pool if 60 <= len(s.graph.nodes) <= 200][: args.graphs]
