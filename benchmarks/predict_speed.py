@@ -38,20 +38,15 @@ def _hp(name: str) -> dict:
 
 
 def _cold_caches(graphs: list | None = None, model: object | None = None) -> None:
-    """Empty the per-graph caches the predictors keep (node features, additive rows, node-cost features, the
-    simulated ONNX Runtime footprint, the fusion rules' partition each of ``graphs`` carries, and the last
-    batch's correction ``additive-gbm`` remembers — without that, every repeat after the first of the same
-    batch skipped the correction and the rate came out too high)."""
-    from inferperf.predict import additive, features, node_cost, ort_memory
+    """Forget what the predictors derived from each of ``graphs`` (fusion rules' partition, cost rows, node-cost
+    features, simulated ONNX Runtime footprint, static features — memoised on the graph object), the node
+    feature rows the GNNs keep, and the last batch's correction ``additive-gbm`` remembers — without that,
+    every repeat after the first of the same batch skipped the correction and the rate came out too high."""
     from inferperf.predict.features import NODE_FEATURES
 
     NODE_FEATURES._rows.clear()
-    features._STATIC_CACHE.clear()
-    additive._ROW_CACHE.clear()
-    node_cost._CACHE.clear()
-    ort_memory._CACHE.clear()
     for g in graphs or ():
-        g.__dict__.pop("_fusion_cache", None)
+        g.forget_derived()
     if model is not None:
         model.__dict__.pop("_memo", None)
 

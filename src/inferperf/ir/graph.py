@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -283,6 +284,33 @@ class ModelGraph:
             "metadata": self.metadata,
             "warnings": list(self.warnings),
         }
+
+    # ---- derived quantities -------------------------------------------------------------------------
+    def derived(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()``, once per graph object and ``key``: what the predictors derive from a graph (fusion
+        rules' partition, cost rows, simulated memory, static features) is asked for by several stages and by
+        every fit of a cross-validation, and a graph is not changed after it is built. The memo lives and dies
+        with the graph (no global table to outgrow, no id that can be reused); :meth:`forget_derived` empties
+        it, :meth:`derived_items` / :meth:`adopt_derived` move entries between processes."""
+        memo = self.__dict__.setdefault("_derived", {})
+        try:
+            return memo[key]
+        except KeyError:
+            value = memo[key] = compute()
+            return value
+
+    def forget_derived(self) -> None:
+        """Drop every memoised derived quantity (a speed benchmark's cold start)."""
+        self.__dict__.pop("_derived", None)
+
+    def derived_items(self, names: Collection[str]) -> dict[tuple[Any, ...], Any]:
+        """The memo entries whose key starts with one of ``names`` (what a worker process hands back)."""
+        memo = self.__dict__.get("_derived", {})
+        return {k: v for k, v in memo.items() if k and k[0] in names}
+
+    def adopt_derived(self, items: dict[tuple[Any, ...], Any]) -> None:
+        """Add memo entries computed elsewhere for an identical graph (a worker's copy of this one)."""
+        self.__dict__.setdefault("_derived", {}).update(items)
 
     # ---- serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

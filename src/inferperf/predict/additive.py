@@ -73,9 +73,6 @@ GEMV_MAX_ROWS = 4
 MEMORY_COLUMNS: tuple[str, ...] = ("base", "weight_mb", "peak_activation_mb", "activation_mb", "held_weight_mb",
                                    "prepacked_mb", "arena_mb", "pattern_mb", "k_nodes")
 _FLOOR = 1e-6  # predictions are clipped here before the log (a zero price sum would be log 0)
-#: id(graph) -> (graph, row key, latency row); the graph is kept so that its id cannot be reused
-_ROW_CACHE: dict[int, tuple[ModelGraph, tuple[Any, ...], np.ndarray]] = {}
-_ROW_CACHE_SIZE = 50_000
 
 
 def nchwc_block(device: dict[str, Any] | None) -> int:
@@ -148,21 +145,13 @@ def nchwc_blocked_nodes(graph: ModelGraph, block: int) -> frozenset[int]:
     simulation both read it)."""
     if not block:
         return frozenset()
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("nchwc_blocked", int(block))
-    if key not in cache:
-        cache[key] = frozenset(_nchwc_blocked_nodes(graph, block))
-    return cache[key]
+    return graph.derived(("nchwc_blocked", int(block)), lambda: frozenset(_nchwc_blocked_nodes(graph, block)))
 
 
 def tensor_producers(graph: ModelGraph) -> dict[str, int]:
     """Tensor name → index of the node writing it, memoised on the graph object (the blocked-node rule and the
     reorder term both walk it)."""
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("producers", len(graph.nodes))
-    if key not in cache:
-        cache[key] = {t.name: n.index for n in graph.nodes for t in n.outputs if t.name}
-    return cache[key]
+    return graph.derived(("producers",), lambda: {t.name: n.index for n in graph.nodes for t in n.outputs if t.name})
 
 
 def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
@@ -446,16 +435,9 @@ class AdditivePredictor(Predictor):
         # folds reuse the graph objects, and the rows are most of a fit's time
         key = (nchwc_block(device), self.im2col, self.recurrent_reread, self.reorder, self.depthwise_bytes,
                self.weight_stream, l3_bytes(device))
-        hit = _ROW_CACHE.get(id(graph))
-        if hit is not None and hit[0] is graph and hit[1] == key:
-            return hit[2]
-        row = latency_row(graph, key[0], im2col=self.im2col, recurrent_reread=self.recurrent_reread,
-                          reorder=self.reorder, depthwise_bytes=self.depthwise_bytes,
-                          weight_stream=self.weight_stream, l3_bytes=key[6])
-        if len(_ROW_CACHE) >= _ROW_CACHE_SIZE:
-            _ROW_CACHE.clear()
-        _ROW_CACHE[id(graph)] = (graph, key, row)
-        return row
+        return graph.derived(("latency_row", *key), lambda: latency_row(
+            graph, key[0], im2col=self.im2col, recurrent_reread=self.recurrent_reread, reorder=self.reorder,
+            depthwise_bytes=self.depthwise_bytes, weight_stream=self.weight_stream, l3_bytes=key[6]))
 
     def _latency_rows(self, graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]) -> np.ndarray:
         return (np.stack([self._latency_row(g, d) for g, d in zip(graphs, devices, strict=True)])

@@ -145,21 +145,10 @@ def device_vector(device: dict[str, Any], config: dict[str, Any] | None = None) 
     return v
 
 
-#: id(graph) -> (graph, static feature vector); the graph is kept so that its id cannot be reused. One
-#: prediction reads a graph's static features twice (the tabular inputs and the OOD score)
-_STATIC_CACHE: dict[int, tuple[ModelGraph, np.ndarray]] = {}
-_STATIC_CACHE_SIZE = 50_000
-
-
 def _static_vector(graph: ModelGraph) -> np.ndarray:
-    hit = _STATIC_CACHE.get(id(graph))
-    if hit is not None and hit[0] is graph:
-        return hit[1]
-    if len(_STATIC_CACHE) >= _STATIC_CACHE_SIZE:
-        _STATIC_CACHE.clear()
-    v = np.asarray(static_feature_vector(graph), dtype=np.float64)
-    _STATIC_CACHE[id(graph)] = (graph, v)
-    return v
+    """Memoised on the graph: one prediction reads a graph's static features twice (the tabular inputs and
+    the OOD score)."""
+    return graph.derived(("static",), lambda: np.asarray(static_feature_vector(graph), dtype=np.float64))
 
 
 def static_matrix(graphs: Sequence[ModelGraph]) -> np.ndarray:

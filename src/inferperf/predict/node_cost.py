@@ -39,8 +39,6 @@ NODE_COST_FEATURE_NAMES: tuple[str, ...] = (
     "log2_batch", "log2_threads",
 )
 NODE_COST_VERSION = 1
-_CACHE: dict[int, tuple[ModelGraph, int, np.ndarray, np.ndarray]] = {}  # id(graph) -> (graph, block, idx, X)
-_CACHE_SIZE = 50_000
 
 
 def _l2(x: float) -> float:
@@ -90,18 +88,15 @@ def _node_row(node: Any, kind: str, block: int) -> list[float]:
 
 def graph_node_features(graph: ModelGraph, block: int) -> tuple[np.ndarray, np.ndarray]:
     """(node indices [k], features [k, F-1]) of the graph's compute nodes, without the thread count (a run
-    setting); cached per graph object (every fit and fold reuses the graphs)."""
-    hit = _CACHE.get(id(graph))
-    if hit is not None and hit[0] is graph and hit[1] == block:
-        return hit[2], hit[3]
-    nodes = compute_nodes(graph)
-    idx = np.array([i for i, _ in nodes], dtype=np.int64)
-    x = (np.array([_node_row(graph.nodes[i], k, block) for i, k in nodes], dtype=np.float64) if nodes
-         else np.zeros((0, len(NODE_COST_FEATURE_NAMES) - 1)))
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.clear()
-    _CACHE[id(graph)] = (graph, block, idx, x)
-    return idx, x
+    setting); memoised on the graph (every fit and fold reuses the graphs)."""
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        nodes = compute_nodes(graph)
+        idx = np.array([i for i, _ in nodes], dtype=np.int64)
+        x = (np.array([_node_row(graph.nodes[i], k, block) for i, k in nodes], dtype=np.float64) if nodes
+             else np.zeros((0, len(NODE_COST_FEATURE_NAMES) - 1)))
+        return idx, x
+
+    return graph.derived(("node_cost_features", block), compute)
 
 
 def _threads(config: dict[str, Any]) -> int:

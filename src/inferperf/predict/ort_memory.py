@@ -375,23 +375,11 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None) -> tupl
     return steps, held
 
 
-#: id(graph) -> (graph, block, estimate); the graph is kept so that its id cannot be reused
-_CACHE: dict[int, tuple[ModelGraph, int, OrtMemoryEstimate]] = {}
-_CACHE_SIZE = 50_000
-
-
 def ort_memory(graph: ModelGraph, block: int = 16, config: dict[str, Any] | None = None) -> OrtMemoryEstimate:
     """Simulate what ORT's CPU EP holds for ``graph`` after two inferences (see the module docstring); cached per
     graph object and block for the default fusion settings."""
     if config is None:
-        hit = _CACHE.get(id(graph))
-        if hit is not None and hit[0] is graph and hit[1] == block:
-            return hit[2]
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.clear()
-        estimate = _simulate(graph, block, None)
-        _CACHE[id(graph)] = (graph, block, estimate)
-        return estimate
+        return graph.derived(("ort_memory", block), lambda: _simulate(graph, block, None))
     return _simulate(graph, block, config)
 
 

@@ -354,11 +354,8 @@ def rule_edge_fused(graph: ModelGraph, config: dict[str, Any] | None = None) -> 
     configuration through its opt level only."""
     from inferperf.predict.fusion.rules import RuleFusion
 
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("rule_edge_fused", str((config or {}).get("opt_level", "all")))
-    if key not in cache:
-        cache[key] = RuleFusion().partition(graph, config).edge_fused
-    return cache[key]
+    return graph.derived(("rule_edge_fused", str((config or {}).get("opt_level", "all"))),
+                         lambda: RuleFusion().partition(graph, config).edge_fused)
 
 
 def edge_features(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:

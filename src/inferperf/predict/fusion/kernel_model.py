@@ -74,14 +74,13 @@ def build_kernel_gat(node_dim: int, tab_dim: int, n_types: int, hidden: int, lay
 
 def _kernel_edges_cached(graph: ModelGraph, nodes: Sequence[int]) -> np.ndarray:
     """Induced edges via a per-graph adjacency memo (a graph has hundreds of kernels to encode)."""
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("out_adj", len(graph.edges))
-    if key not in cache:
-        adj: dict[int, list[int]] = {}
+    def compute() -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
         for e in graph.edges:
-            adj.setdefault(e.src, []).append(e.dst)
-        cache[key] = adj
-    adj = cache[key]
+            out.setdefault(e.src, []).append(e.dst)
+        return out
+
+    adj = graph.derived(("out_adj",), compute)
     pos = {v: k for k, v in enumerate(nodes)}
     pairs = [(pos[v], pos[w]) for v in nodes for w in adj.get(v, ()) if w in pos and w != v]
     if not pairs:

@@ -95,11 +95,7 @@ class KernelCostPrior:
         from inferperf.predict.additive import nchwc_block, node_latency_rows
 
         block = nchwc_block(device)
-        cache = graph.__dict__.setdefault("_fusion_cache", {})
-        key = ("prior_rows", block)
-        if key not in cache:
-            cache[key] = node_latency_rows(graph, block)
-        row = cache[key][list(nodes)].sum(axis=0)
+        row = graph.derived(("prior_rows", block), lambda: node_latency_rows(graph, block))[list(nodes)].sum(axis=0)
         if self.level == "kernel":
             row[0] = 1.0  # one launch
         return row

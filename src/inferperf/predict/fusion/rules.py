@@ -391,14 +391,13 @@ def main_node(graph: ModelGraph, nodes: Sequence[int]) -> int:
 
 def tensor_consumers(graph: ModelGraph) -> dict[str, set[int]]:
     """Tensor name → consumer node indices, memoised on the graph object (kernel features ask per kernel)."""
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("consumers", len(graph.edges))
-    if key not in cache:
+    def compute() -> dict[str, set[int]]:
         out: dict[str, set[int]] = {}
         for e in graph.edges:
             out.setdefault(e.tensor, set()).add(e.dst)
-        cache[key] = out
-    return cache[key]
+        return out
+
+    return graph.derived(("consumers",), compute)
 
 
 #: kernel type groups counted by :func:`rule_kernel_summary` (first match on the type label; the rest: other)
@@ -417,11 +416,8 @@ def _in_group(kernel_type: str, group: str) -> bool:
 def rule_partition(graph: ModelGraph, opt_level: str = "all") -> RulePartition:
     """:meth:`RuleFusion.partition` memoised on the graph object per opt level (the kernel summary and the
     memory simulation both read it)."""
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("rule_partition", str(opt_level))
-    if key not in cache:
-        cache[key] = RuleFusion().partition(graph, {"opt_level": str(opt_level)})
-    return cache[key]
+    return graph.derived(("rule_partition", str(opt_level)),
+                         lambda: RuleFusion().partition(graph, {"opt_level": str(opt_level)}))
 
 
 def rule_kernel_summary(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:
@@ -432,30 +428,29 @@ def rule_kernel_summary(graph: ModelGraph, config: dict[str, Any] | None = None)
     the time. The counts come from the hand-written rules (no training), so they are the same for a family
     never seen. Memoised on the graph object per opt level."""
     opt = str((config or {}).get("opt_level", "all"))
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("rule_summary", opt)
-    if key not in cache:
+
+    def compute() -> np.ndarray:
         part = rule_partition(graph, opt)
         counts = np.zeros(len(KERNEL_GROUPS) + 1)
         for t in part.kernel_types:
             counts[next((j for j, g in enumerate(KERNEL_GROUPS) if _in_group(t, g)), len(KERNEL_GROUPS))] += 1
         n, running = len(part.kernels), int(part.executed.sum())
-        cache[key] = np.concatenate([[math.log1p(n), n / max(running, 1), math.log1p(running)], np.log1p(counts)])
-    return cache[key]
+        return np.concatenate([[math.log1p(n), n / max(running, 1), math.log1p(running)], np.log1p(counts)])
+
+    return graph.derived(("rule_summary", opt), compute)
 
 
 def node_neighbours(graph: ModelGraph) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
     """(producers, consumers) of every node index, memoised on the graph object (kernel labels ask per kernel)."""
-    cache = graph.__dict__.setdefault("_fusion_cache", {})
-    key = ("neighbours", len(graph.edges))
-    if key not in cache:
+    def compute() -> tuple[dict[int, list[int]], dict[int, list[int]]]:
         preds: dict[int, list[int]] = {}
         succs: dict[int, list[int]] = {}
         for e in graph.edges:
             preds.setdefault(e.dst, []).append(e.src)
             succs.setdefault(e.src, []).append(e.dst)
-        cache[key] = (preds, succs)
-    return cache[key]
+        return preds, succs
+
+    return graph.derived(("neighbours",), compute)
 
 
 def _reorder_label(graph: ModelGraph, i: int) -> str | None:
