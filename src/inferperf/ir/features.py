@@ -436,9 +436,7 @@ def _cost_breakdown(graph: ModelGraph) -> dict[str, float]:
     moved: dict[str, int] = dict.fromkeys(_BYTES_CATEGORIES, 0)
     tiny = 0
     roofline_us = 0.0
-    for n in graph.nodes:
-        if n.is_constant:
-            continue  # folded at session start
+    for n in graph.running_nodes():  # the others are folded at session start
         cat = op_category(n.qualified_type)
         kind = mac_kind(n, cat)
         if kind is not None:

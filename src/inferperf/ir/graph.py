@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -59,13 +60,15 @@ class TensorInfo:
     dtype: str
     is_weight: bool = False
 
-    @property
+    @cached_property
     def numel(self) -> int | None:
+        """Elements (None when the shape is unknown); computed once: shapes are fixed when a graph is built and
+        the cost terms ask for sizes hundreds of thousands of times per batch."""
         if self.shape is None:
             return None
         return math.prod(self.shape) if self.shape else 1
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         """Size in bytes; 0 when unknown (the caller records a warning for unknown shapes)."""
         n = self.numel
@@ -298,6 +301,11 @@ class ModelGraph:
         except KeyError:
             value = memo[key] = compute()
             return value
+
+    def running_nodes(self) -> list[Node]:
+        """The nodes that work at every inference (:attr:`Node.is_constant` false: the others are folded at
+        session start), memoised: most cost terms walk them."""
+        return self.derived(("running_nodes",), lambda: [n for n in self.nodes if not n.is_constant])
 
     def forget_derived(self) -> None:
         """Drop every memoised derived quantity (a speed benchmark's cold start)."""

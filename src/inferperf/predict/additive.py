@@ -157,10 +157,10 @@ def tensor_producers(graph: ModelGraph) -> dict[str, int]:
 def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
     producer = tensor_producers(graph)
     blocked: set[int] = set()
-    for n in graph.nodes:
+    for n in graph.running_nodes():
         if n.op_type != "Conv" and n.op_type not in _NCHWC_PASS:
             continue
-        if n.is_constant or not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
+        if not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
             continue
         if n.op_type == "Conv":
             if _nchwc_conv(n, block):
@@ -248,10 +248,8 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
     cats = {c: i for i, c in enumerate(OP_CATEGORIES)}
     o_n, o_mac, o_mb = 2, 2 + ncat + 1, 2 + ncat + 1 + nmac + 1  # offsets of the per-category / per-kind parts
     rows = np.zeros((len(graph.nodes), len(LATENCY_COLUMNS)))
-    for i, n in enumerate(graph.nodes):
-        if n.is_constant:
-            continue  # folded at session start: no per-inference cost
-        row = rows[i]
+    for n in graph.running_nodes():  # a folded node has no per-inference cost
+        row = rows[n.index]
         cat = op_category(n.qualified_type)
         moved = (n.bytes_read + n.bytes_written) / 1e6
         row[1] = 1.0
@@ -317,9 +315,7 @@ def weight_stream_mb(graph: ModelGraph, cache_bytes: int = DEFAULT_L3_BYTES) -> 
     """
     total = 0
     streamed = 0
-    for n in graph.nodes:
-        if n.is_constant:
-            continue
+    for n in graph.running_nodes():
         for t in n.inputs:
             if t.is_weight:
                 total += t.nbytes
@@ -355,7 +351,7 @@ def memory_row(graph: ModelGraph, block: int = 16, *, arena: bool = True) -> np.
 
         est = ort_memory(graph, block)
         row[4:8] = [est.weights_mb, est.prepacked_mb, est.arena_mb, est.pattern_mb]
-    row[8] = sum(1 for n in graph.nodes if not n.is_constant) / 1e3
+    row[8] = len(graph.running_nodes()) / 1e3
     return row
 
 
@@ -439,6 +435,17 @@ class AdditivePredictor(Predictor):
             graph, key[0], im2col=self.im2col, recurrent_reread=self.recurrent_reread, reorder=self.reorder,
             depthwise_bytes=self.depthwise_bytes, weight_stream=self.weight_stream, l3_bytes=key[6]))
 
+    def _memory_row(self, graph: ModelGraph, device: dict[str, Any]) -> np.ndarray:
+        block = nchwc_block(device)
+        return graph.derived(("memory_row", block, self.arena), lambda: memory_row(graph, block, arena=self.arena))
+
+    def _derived_keys(self) -> tuple[str, ...]:
+        return ("latency_row", "memory_row")
+
+    def _derive(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> None:
+        self._latency_row(graph, device)
+        self._memory_row(graph, device)
+
     def _latency_rows(self, graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]) -> np.ndarray:
         return (np.stack([self._latency_row(g, d) for g, d in zip(graphs, devices, strict=True)])
                 if graphs else np.zeros((0, len(LATENCY_COLUMNS))))
@@ -446,7 +453,7 @@ class AdditivePredictor(Predictor):
     def _rows(
         self, graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        mem = (np.stack([memory_row(g, nchwc_block(d), arena=self.arena) for g, d in zip(graphs, devices, strict=True)])
+        mem = (np.stack([self._memory_row(g, d) for g, d in zip(graphs, devices, strict=True)])
                if graphs else np.zeros((0, len(MEMORY_COLUMNS))))
         return self._latency_rows(graphs, devices), mem
 

@@ -43,9 +43,10 @@ from inferperf.dataset import GraphDataset
 from inferperf.ir.graph import ModelGraph
 from inferperf.predict.additive import LATENCY_COLUMNS, AdditivePredictor, nchwc_block
 from inferperf.predict.base import TARGETS, PredictorError, log_labels, register
-from inferperf.predict.features import TABULAR_FEATURE_NAMES, tabular_matrix
+from inferperf.predict.features import TABULAR_FEATURE_NAMES, static_matrix, tabular_matrix
 from inferperf.predict.fusion.rules import RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary
-from inferperf.predict.node_cost import NODE_COST_FEATURE_NAMES, NODE_COST_VERSION, NodeCostModel
+from inferperf.predict.node_cost import NODE_COST_FEATURE_NAMES, NODE_COST_VERSION, NodeCostModel, graph_node_features
+from inferperf.predict.ort_memory import ort_memory
 
 #: inputs the memory correction does not read: a compute node's duration says nothing of the heap (with them
 #: memory LOFO went 9.79% -> 10.00%); latency and energy (time × power) read them
@@ -120,6 +121,19 @@ class AdditiveGBMPredictor(AdditivePredictor):
         #: fit :class:`~inferperf.predict.node_cost.NodeCostModel` on the profiled kernels and give the
         #: correction its sum (False: the feature is missing; ablation, or data without kernel profiles)
         self.node_cost = node_cost
+
+    def _derived_keys(self) -> tuple[str, ...]:
+        return (*super()._derived_keys(), "static", "rule_summary", *(("ort_memory",) if self.arena else ()),
+                *(("node_cost_features",) if self.node_cost else ()))
+
+    def _derive(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> None:
+        super()._derive(graph, config, device)
+        static_matrix([graph])
+        rule_kernel_summary(graph, config)
+        if self.arena:
+            ort_memory(graph, nchwc_block(device))
+        if self.node_cost:
+            graph_node_features(graph, nchwc_block(device))
 
     def _correction_matrix(
         self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]

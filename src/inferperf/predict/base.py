@@ -310,7 +310,6 @@ class Predictor(ABC):
     #: family folds for the unseen-family interval when ``family_folds`` is None: cheap fits cross-fit by
     #: default, expensive ones (neural networks) opt in
     default_family_folds: ClassVar[int] = 0
-
     def __init__(
         self,
         *,
@@ -322,8 +321,12 @@ class Predictor(ABC):
         ood_quantile: float = 0.99,
         mig_margin: float = 0.1,
         family_folds: int | None = None,
+        n_jobs: int | None = None,
     ) -> None:
         self.seed = seed
+        #: processes that derive per-graph inputs of a large batch (None: every available CPU; 1: none forked);
+        #: results do not depend on it
+        self.n_jobs = n_jobs
         self.family_folds = family_folds
         self.alpha = alpha
         self.min_group = min_group
@@ -370,6 +373,8 @@ class Predictor(ABC):
         targets = [t for t in TARGETS if any(s.label(t) is not None for s in dataset)]
         if "latency_ms" not in targets:
             raise PredictorError("the training data has no latency_ms labels")
+        given = list(dataset) + (list(dev) if dev is not None else [])
+        self._derive_all([s.graph for s in given], [s.config for s in given], [s.device for s in given])
         train = dataset
         if dev is None or len(dev) == 0:
             n_groups = len({s.group_key for s in dataset})
@@ -434,6 +439,25 @@ class Predictor(ABC):
         if pred_parts:
             self.conformal_.fit_unseen(TARGETS, np.vstack(truth_parts), np.vstack(pred_parts), families)
 
+    def _derived_keys(self) -> tuple[str, ...]:
+        """Names of the memo entries :meth:`_derive` leaves on a graph (see :mod:`inferperf.predict.parallel`);
+        empty (the default): the predictor derives nothing costly per graph."""
+        return ()
+
+    def _derive(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> None:
+        """Compute and memoise on ``graph`` what prediction will read of it (the entries named by
+        :meth:`_derived_keys`); nothing by default."""
+        return None
+
+    def _derive_all(self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
+                    devices: Sequence[dict[str, Any]]) -> None:
+        """:meth:`_derive` for a batch, in ``n_jobs`` processes when it is large enough to pay for them."""
+        keys = self._derived_keys()
+        if keys and len(graphs):
+            from inferperf.predict.parallel import derive_all
+
+            derive_all(graphs, configs, devices, self._derive, keys, self.n_jobs)
+
     @abstractmethod
     def _fit(self, train: GraphDataset, dev: GraphDataset | None) -> None:
         """Learn from ``train``; ``dev`` (may be None) is for early stopping / model selection only."""
@@ -490,6 +514,7 @@ class Predictor(ABC):
         n = len(graphs)
         if not (len(configs) == n == len(devices)):
             raise PredictorError(f"{n} graphs but {len(configs)} configs and {len(devices)} devices")
+        self._derive_all(graphs, configs, devices)
         if groups is None:
             groups = [g.metadata.get("family") for g in graphs]
         pred = self._predict_natural(graphs, configs, devices)

@@ -194,9 +194,7 @@ def weight_layout_mb(graph: ModelGraph, block: int) -> tuple[float, float]:
     consumers: dict[str, int] = {}
     packed_names: set[str] = set()
     packed = 0
-    for n in graph.nodes:
-        if n.is_constant:
-            continue
+    for n in graph.running_nodes():
         for t in n.inputs:
             if t.name and t.is_weight:
                 if t.name not in held:

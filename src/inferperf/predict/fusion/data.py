@@ -250,8 +250,13 @@ def static_nodes(graph: ModelGraph) -> np.ndarray:
     """[N] bool: nodes whose outputs do not depend on any graph input (what ORT constant-folds).
 
     A node is static when each of its inputs is a weight or comes from a static node; ``Shape``/``Size`` of a
-    tensor with a known shape are static whatever produced the tensor. Graph inputs are dynamic.
+    tensor with a known shape are static whatever produced the tensor. Graph inputs are dynamic. Memoised on
+    the graph (the rules, the kernel labels and the structural features all ask); the array is read-only.
     """
+    return graph.derived(("static_nodes",), lambda: _static_nodes(graph))
+
+
+def _static_nodes(graph: ModelGraph) -> np.ndarray:
     producer: dict[str, int] = {}
     for e in graph.edges:
         producer.setdefault(e.tensor, e.src)
@@ -269,6 +274,7 @@ def static_nodes(graph: ModelGraph) -> np.ndarray:
                 ok = False
                 break
         static[n.index] = ok
+    static.flags.writeable = False
     return static
 
 
