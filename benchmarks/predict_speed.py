@@ -20,6 +20,7 @@ Writes benchmarks/results/predict_speed.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -65,6 +66,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="hyper-parameter as `inferperf evaluate --set` takes it: arena=false for every predictor "
                         "that has it, additive-gbm.arena=false for one")
+    parser.add_argument("--n-jobs", type=int, default=None,
+                        help="processes deriving a batch's per-graph inputs (additive predictors; default: the "
+                        "artifact's setting, every available CPU)")
     parser.add_argument("--out", default=str(RESULTS / "predict_speed.json"))
     args = parser.parse_args()
     os.environ.setdefault("TMPDIR", "/tmp")
@@ -72,6 +76,7 @@ def main() -> None:
     from inferperf.ir.build import build_graph
     from inferperf.ir.ingest import load_model, load_onnx_file
     from inferperf.predict.base import Predictor, get_predictor, hparams_for
+    from inferperf.predict.parallel import available_cpus
     from inferperf.predict.synthetic import synthetic_dataset
 
     t0 = time.perf_counter()
@@ -89,10 +94,12 @@ def main() -> None:
     small = [s for s in pool if 60 <= len(s.graph.nodes) <= 200][: args.graphs]
     graphs, configs = [s.graph for s in small], [s.config for s in small]
     device = train[0].device_id
+    del pool, small
 
     results: dict = {
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "available_cpus": available_cpus(),
         "model": args.model,
         "trained_on": args.train_dataset or "synthetic",
         "command": "python benchmarks/predict_speed.py " + " ".join(sys.argv[1:]),
@@ -104,12 +111,22 @@ def main() -> None:
     }
     names = args.predictors.split(",")
     settings = hparams_for(args.set, names)
+    if args.n_jobs is not None:
+        results["n_jobs"] = args.n_jobs
     with tempfile.TemporaryDirectory(dir=os.environ["TMPDIR"]) as tmp:
+        paths = {}
         for name in names:
             hp = {**_hp(name), **({"threads": args.threads} if name.startswith(("gnn-", "mlp")) else {})}
             hp.update(settings[name])
-            path = get_predictor(name, **hp).fit(train).save(Path(tmp) / name)
-            model = Predictor.load(path)
+            paths[name] = get_predictor(name, **hp).fit(train).save(Path(tmp) / name)
+        # a user's `predict` process holds the artifact and the graphs, not the training data or the pool the
+        # batch was drawn from: millions of objects that every garbage collection and every fork would walk
+        del train
+        gc.collect()
+        for name in names:
+            model = Predictor.load(paths[name])
+            if args.n_jobs is not None:
+                model.n_jobs = args.n_jobs
             cfg = {"runtime": "onnxruntime", "batch_size": 1, "intra_op_threads": 1}
             model.predict(build_graph(loaded.model, loaded.name, loaded.metadata), cfg, device)  # warm-up
             load_s, build_s, predict_s = [], [], []

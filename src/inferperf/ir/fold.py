@@ -67,4 +67,5 @@ def fold_weight_subgraphs(graph: ModelGraph) -> int:
                     consumer.weight_bytes += t.nbytes
                     if t.dtype in FLOAT_DTYPES:
                         consumer.params += t.numel or 0
+    graph.forget_derived()  # sizes, running nodes and everything predictors derived have changed
     return count

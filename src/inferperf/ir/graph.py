@@ -214,24 +214,24 @@ class ModelGraph:
     # ---- totals -------------------------------------------------------------------------------------
     @property
     def macs(self) -> int:
-        return sum(n.macs for n in self.nodes)
+        return self.derived(("total", "macs"), lambda: sum(n.macs for n in self.nodes))
 
     @property
     def flops(self) -> int:
-        return sum(n.flops for n in self.nodes)
+        return self.derived(("total", "flops"), lambda: sum(n.flops for n in self.nodes))
 
     @property
     def params(self) -> int:
-        return sum(n.params for n in self.nodes)
+        return self.derived(("total", "params"), lambda: sum(n.params for n in self.nodes))
 
     @property
     def weight_bytes(self) -> int:
-        return sum(n.weight_bytes for n in self.nodes)
+        return self.derived(("total", "weight_bytes"), lambda: sum(n.weight_bytes for n in self.nodes))
 
     @property
     def activation_bytes(self) -> int:
         """Bytes of every intermediate and output tensor written once (the traffic of a naive runtime)."""
-        return sum(n.bytes_written for n in self.nodes)
+        return self.derived(("total", "activation_bytes"), lambda: sum(n.bytes_written for n in self.nodes))
 
     @property
     def memory_bytes(self) -> int:
@@ -245,6 +245,9 @@ class ModelGraph:
     @property
     def depth(self) -> int:
         """Number of nodes on the longest path (nodes are stored in topological order)."""
+        return self.derived(("total", "depth"), self._depth)
+
+    def _depth(self) -> int:
         if not self.nodes:
             return 0
         longest = [1] * len(self.nodes)

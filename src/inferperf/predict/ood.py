@@ -82,7 +82,7 @@ class OODDetector:
             return np.full(len(x), np.nan)
         k = min(self.k, len(self.points))
         z = self.scaler.transform(x).astype(np.float64)
-        dist, _ = self._get_tree().query(z, k=k)
+        dist, _ = self._get_tree().query(z, k=k, workers=-1 if len(z) >= 256 else 1)
         dist = np.asarray(dist).reshape(len(x), k)
         return dist[:, k - 1] / self.threshold
 

@@ -74,6 +74,8 @@ class _View:
             self.consumers.setdefault(e.src, set()).add(e.dst)
         self.outputs = {t.name for t in graph.outputs}
         self.static = static_nodes(graph)
+        # per node: (dynamic inputs, constant inputs); the rules ask each node several times
+        self._inputs: dict[int, tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]] = {}
 
     def node(self, i: int) -> Node:
         return self.graph.nodes[i]
@@ -97,19 +99,27 @@ class _View:
         p = self.producer.get(tensor_name)
         return p is not None and bool(self.static[p])
 
-    def dynamic_inputs(self, i: int) -> list[tuple[str, int | None]]:
-        """(tensor, producer node or None for a graph input) of the non-constant inputs."""
-        n = self.node(i)
-        out = []
-        for t in n.inputs:
-            if not t.name or self.is_const(t.name, n):
-                continue
-            out.append((t.name, self.producer.get(t.name)))
-        return out
+    def _split_inputs(self, i: int) -> tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]:
+        hit = self._inputs.get(i)
+        if hit is None:
+            n = self.node(i)
+            dynamic, const = [], []
+            for t in n.inputs:
+                if not t.name:
+                    continue
+                if self.is_const(t.name, n):
+                    const.append(t)
+                else:
+                    dynamic.append((t.name, self.producer.get(t.name)))
+            hit = self._inputs[i] = (tuple(dynamic), tuple(const))
+        return hit
 
-    def const_inputs(self, i: int) -> list[Any]:
-        n = self.node(i)
-        return [t for t in n.inputs if t.name and self.is_const(t.name, n)]
+    def dynamic_inputs(self, i: int) -> tuple[tuple[str, int | None], ...]:
+        """(tensor, producer node or None for a graph input) of the non-constant inputs."""
+        return self._split_inputs(i)[0]
+
+    def const_inputs(self, i: int) -> tuple[Any, ...]:
+        return self._split_inputs(i)[1]
 
     def scalar_const(self, i: int) -> bool:
         """A binary op with exactly one dynamic input and one constant scalar (or one-element) operand."""
