@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -50,6 +51,19 @@ def _cold_caches(graphs: list | None = None, model: object | None = None) -> Non
         g.forget_derived()
     if model is not None:
         model.__dict__.pop("_memo", None)
+
+
+def _python_probe_s() -> float:
+    """Seconds a fixed pure-Python loop takes (best of 3): this VM's speed drifts by up to 2x over hours (other
+    tenants), and the batched rate is Python-bound, so a rate is quoted with the probe measured beside it."""
+    best = math.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        total = 0
+        for i in range(3_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t)
+    return round(best, 3)
 
 
 def main() -> None:
@@ -100,6 +114,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "available_cpus": available_cpus(),
+        "python_probe_s_before": _python_probe_s(),
         "model": args.model,
         "trained_on": args.train_dataset or "synthetic",
         "command": "python benchmarks/predict_speed.py " + " ".join(sys.argv[1:]),
@@ -161,6 +176,7 @@ def main() -> None:
                 "batched_graphs_per_s": round(len(graphs) / statistics.median(batched), 1),
             }
             print(name, json.dumps(results["predictors"][name]))
+    results["python_probe_s_after"] = _python_probe_s()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

@@ -7,6 +7,8 @@ family cross-fitting (intervals do not change the prediction's cost). Usage:
 
     .venv/bin/python benchmarks/predict_speed_ab.py --predictor additive-gbm --train-dataset data/reference \
         --b arena=false --out benchmarks/results/predict_speed_ab_arena.json
+    .venv/bin/python benchmarks/predict_speed_ab.py --predictor additive-gbm --train-dataset data/reference \
+        --a n_jobs=1 --out benchmarks/results/predict_speed_ab_n_jobs.json
 
 Writes the rates of every repeat and their medians.
 """
@@ -14,6 +16,7 @@ Writes the rates of every repeat and their medians.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -50,6 +53,8 @@ def main() -> None:
     small = [s for s in pool if 60 <= len(s.graph.nodes) <= 200][: args.graphs]
     graphs, configs = [s.graph for s in small], [s.config for s in small]
     device = train[0].device_id
+    del train, pool, small  # as in predict_speed.py: time a process holding the models and the batch only
+    gc.collect()
     for m in models.values():
         m.predict(graphs[:20], configs[:20], device)  # warm-up: imports, first-call allocations
     rates: dict[str, list[float]] = {k: [] for k in models}

@@ -65,6 +65,8 @@ LATENCY_COLUMNS: tuple[str, ...] = (
 )
 _IM2COL, _REORDER, _DEPTHWISE, _STREAM = (LATENCY_COLUMNS.index(c) for c in ("mb_im2col", "mb_reorder", "mb_depthwise",
                                                                            "mb_weight_stream"))
+_CATEGORY_INDEX = {c: i for i, c in enumerate(OP_CATEGORIES)}
+_MAC_KIND_INDEX = {k: i for i, k in enumerate(MAC_KINDS)}
 #: the last-level cache assumed where a device descriptor does not say (a server CPU's L3 slice)
 DEFAULT_L3_BYTES = 32 << 20
 #: a weight MatMul reading at most this many rows of activations per weight byte is a matrix-vector product:
@@ -245,32 +247,38 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
     a node). Priced, a set of nodes costs ``rows[nodes].sum(0) @ prices`` — how the kernel-level predictor
     gets a cost prior for a fused kernel (:mod:`inferperf.predict.fusion.prior`). Folded nodes are zero."""
     ncat, nmac = len(OP_CATEGORIES), len(MAC_KINDS)
-    cats = {c: i for i, c in enumerate(OP_CATEGORIES)}
     o_n, o_mac, o_mb = 2, 2 + ncat + 1, 2 + ncat + 1 + nmac + 1  # offsets of the per-category / per-kind parts
-    rows = np.zeros((len(graph.nodes), len(LATENCY_COLUMNS)))
+    width = len(LATENCY_COLUMNS)
+    # (flat index, value) pairs summed by one bincount: numpy scalar writes per node were most of the time
+    at: list[int] = []
+    val: list[float] = []
     for n in graph.running_nodes():  # a folded node has no per-inference cost
-        row = rows[n.index]
+        base = n.index * width
         cat = op_category(n.qualified_type)
-        moved = (n.bytes_read + n.bytes_written) / 1e6
-        row[1] = 1.0
-        row[o_n + cats[cat]] = 1.0
-        row[o_mb - 1] = moved
-        row[o_mb + cats[cat]] = moved
+        c = _CATEGORY_INDEX[cat]
+        moved = (n.activation_bytes_read + n.weight_bytes + n.bytes_written) / 1e6
+        at += (base + 1, base + o_n + c, base + o_mb - 1, base + o_mb + c)
+        val += (1.0, 1.0, moved, moved)
         kind = mac_kind(n, cat)
         if kind == "recurrent" and recurrent_reread:
             reread = recurrent_reread_mb(n)
             if reread is not None:
                 kind = "matmul_weights"
-                row[o_mb - 1] += reread
-                row[o_mb + cats["matmul"]] += reread
+                at += (base + o_mb - 1, base + o_mb + _CATEGORY_INDEX["matmul"])
+                val += (reread, reread)
         if kind is not None:
-            row[o_mac - 1] = n.macs / 1e6
-            row[o_mac + MAC_KINDS.index(kind)] = n.macs / 1e6
-        if im2col and kind in ("conv_dense", "conv_grouped"):
-            row[_IM2COL] = im2col_mb(n, block)
-        if depthwise_bytes and kind == "conv_depthwise":
-            row[_DEPTHWISE] = moved
-    return rows
+            at += (base + o_mac - 1, base + o_mac + _MAC_KIND_INDEX[kind])
+            val += (n.macs / 1e6, n.macs / 1e6)
+            if im2col and (kind == "conv_dense" or kind == "conv_grouped"):
+                at.append(base + _IM2COL)
+                val.append(im2col_mb(n, block))
+            elif depthwise_bytes and kind == "conv_depthwise":
+                at.append(base + _DEPTHWISE)
+                val.append(moved)
+    size = len(graph.nodes) * width
+    if not at:
+        return np.zeros((len(graph.nodes), width))
+    return np.bincount(np.array(at, dtype=np.int64), weights=val, minlength=size).reshape(len(graph.nodes), width)
 
 
 def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True,

@@ -76,8 +76,11 @@ def derive_all(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], 
         return 1
     chunks = [todo[k::jobs] for k in range(jobs)]  # interleaved: graph sizes drift along a batch
     _JOB = (graphs, configs, devices, derive, tuple(keys))
+    # every object that exists now goes to the permanent generation: no collection in either process walks
+    # (and so writes to) the pages the two share after the fork, which would copy them one by one
+    gc.freeze()
     try:
-        with mp.get_context("fork").Pool(jobs - 1, initializer=gc.freeze) as pool:
+        with mp.get_context("fork").Pool(jobs - 1) as pool:
             pending = pool.map_async(_work, chunks[1:])
             for i in chunks[0]:
                 derive(graphs[i], configs[i], devices[i])
@@ -86,4 +89,5 @@ def derive_all(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], 
                     graphs[i].adopt_derived(entries)
     finally:
         _JOB = None
+        gc.unfreeze()
     return jobs
