@@ -66,14 +66,16 @@ class _View:
 
     def __init__(self, graph: ModelGraph, dropped: np.ndarray) -> None:
         self.graph = graph
-        self.dropped = dropped
+        # plain lists: the rules index them per node and edge, where a NumPy scalar read costs ~5x a list's
+        self.dropped: list[bool] = dropped.tolist()
         self.producer: dict[str, int] = {}
         self.consumers: dict[int, set[int]] = {}
         for e in graph.edges:
             self.producer.setdefault(e.tensor, e.src)
             self.consumers.setdefault(e.src, set()).add(e.dst)
         self.outputs = {t.name for t in graph.outputs}
-        self.static = static_nodes(graph)
+        self.static: list[bool] = static_nodes(graph).tolist()
+        self.ops = [n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in graph.nodes]
         # per node: (dynamic inputs, constant inputs); the rules ask each node several times
         self._inputs: dict[int, tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]] = {}
 
@@ -81,8 +83,7 @@ class _View:
         return self.graph.nodes[i]
 
     def op(self, i: int) -> str:
-        n = self.graph.nodes[i]
-        return n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        return self.ops[i]
 
     def live_consumers(self, i: int) -> set[int]:
         return {c for c in self.consumers.get(i, ()) if not self.dropped[c]}
@@ -97,20 +98,23 @@ class _View:
             if t.name == tensor_name and t.is_weight:
                 return True
         p = self.producer.get(tensor_name)
-        return p is not None and bool(self.static[p])
+        return p is not None and self.static[p]
 
     def _split_inputs(self, i: int) -> tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]:
         hit = self._inputs.get(i)
         if hit is None:
-            n = self.node(i)
+            n = self.graph.nodes[i]
+            weights = {t.name for t in n.inputs if t.is_weight}  # is_const of every input at once
             dynamic, const = [], []
             for t in n.inputs:
-                if not t.name:
+                name = t.name
+                if not name:
                     continue
-                if self.is_const(t.name, n):
+                p = self.producer.get(name)
+                if name in weights or (p is not None and self.static[p]):
                     const.append(t)
                 else:
-                    dynamic.append((t.name, self.producer.get(t.name)))
+                    dynamic.append((name, p))
             hit = self._inputs[i] = (tuple(dynamic), tuple(const))
         return hit
 
@@ -159,6 +163,7 @@ class RuleFusion:
             if node.op_type in ELIMINATED_OPS and node.domain in ("", "ai.onnx"):
                 dropped[node.index] = True
         v = _View(graph, dropped)
+        dropped_list = v.dropped
         joins: list[tuple[int, int]] = []
         chain: dict[int, tuple[str, int]] = {}  # node -> (kernel kind, stage) of the kernel it ends
         claimed: set[int] = set()
@@ -171,11 +176,11 @@ class RuleFusion:
         self._patterns(v, join, claimed)
         for node in graph.nodes:
             i = node.index
-            if dropped[i] or i in claimed and i not in chain:
+            if dropped_list[i] or i in claimed and i not in chain:
                 continue
             op = v.op(i)
             dyn = [p for _, p in v.dynamic_inputs(i)]
-            preds = [p for p in dyn if p is not None and not dropped[p]]
+            preds = [p for p in dyn if p is not None and not dropped_list[p]]
             if op in ("Conv", "ConvTranspose"):
                 chain[i] = ("conv", _STAGE_OPEN)
                 continue
