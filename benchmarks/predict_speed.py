@@ -20,7 +20,6 @@ Writes benchmarks/results/predict_speed.json (or ``--out``).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -51,6 +50,42 @@ def _cold_caches(graphs: list | None = None, model: object | None = None) -> Non
         g.forget_derived()
     if model is not None:
         model.__dict__.pop("_memo", None)
+
+
+def _train_and_save(jobs: dict[str, dict], train_dataset: str | None, directory: str) -> dict[str, str]:
+    from inferperf.predict.base import get_predictor
+    from inferperf.predict.synthetic import synthetic_dataset
+
+    if train_dataset:
+        from inferperf.dataset.core import load_dataset
+
+        train = load_dataset(train_dataset).filter(
+            lambda s: s.trusted and int(s.config.get("intra_op_threads") or 1) == 1)
+    else:
+        train = synthetic_dataset(per_family=20, batches=(1, 4), threads=(1, 2))
+    return {name: str(get_predictor(job["predictor"], **job["hp"]).fit(train).save(Path(directory) / name))
+            for name, job in jobs.items()}
+
+
+def _child(queue: object, jobs: dict[str, dict], train_dataset: str | None, directory: str) -> None:
+    queue.put(_train_and_save(jobs, train_dataset, directory))  # type: ignore[attr-defined]
+
+
+def train_artifacts(jobs: dict[str, dict], train_dataset: str | None, directory: str) -> dict[str, str]:
+    """Fit ``{label: {"predictor": name, "hp": {...}}}`` and save each under ``directory``, in a spawned process:
+    the timing process then holds the artifacts and the batch, as a user's ``predict`` process does, not the
+    training data — millions of objects that every garbage collection and every fork would walk."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, jobs, train_dataset, directory))
+    proc.start()
+    paths = queue.get()
+    proc.join()
+    if proc.exitcode:
+        raise SystemExit(f"training failed (exit code {proc.exitcode})")
+    return paths
 
 
 def _python_probe_s() -> float:
@@ -89,25 +124,17 @@ def main() -> None:
 
     from inferperf.ir.build import build_graph
     from inferperf.ir.ingest import load_model, load_onnx_file
-    from inferperf.predict.base import Predictor, get_predictor, hparams_for
+    from inferperf.predict.base import Predictor, hparams_for
     from inferperf.predict.parallel import available_cpus
     from inferperf.predict.synthetic import synthetic_dataset
 
     t0 = time.perf_counter()
     loaded = load_model(args.model, batch_size=1)  # export (cached) — excluded from the timings
     export_s = time.perf_counter() - t0
-    if args.train_dataset:
-        from inferperf.dataset.core import load_dataset
-
-        train = load_dataset(args.train_dataset).filter(
-            lambda s: s.trusted and int(s.config.get("intra_op_threads") or 1) == 1)
-    else:
-        train = synthetic_dataset(per_family=20, batches=(1, 4), threads=(1, 2))
     # distinct graphs of 60-200 nodes (depth ranges scaled up), cycled through the families
     pool = synthetic_dataset(per_family=args.graphs // 2, batches=(1,), seed=11, scale=3)
     small = [s for s in pool if 60 <= len(s.graph.nodes) <= 200][: args.graphs]
     graphs, configs = [s.graph for s in small], [s.config for s in small]
-    device = train[0].device_id
     del pool, small
 
     results: dict = {
@@ -129,17 +156,15 @@ def main() -> None:
     if args.n_jobs is not None:
         results["n_jobs"] = args.n_jobs
     with tempfile.TemporaryDirectory(dir=os.environ["TMPDIR"]) as tmp:
-        paths = {}
+        jobs = {}
         for name in names:
             hp = {**_hp(name), **({"threads": args.threads} if name.startswith(("gnn-", "mlp")) else {})}
             hp.update(settings[name])
-            paths[name] = get_predictor(name, **hp).fit(train).save(Path(tmp) / name)
-        # a user's `predict` process holds the artifact and the graphs, not the training data or the pool the
-        # batch was drawn from: millions of objects that every garbage collection and every fork would walk
-        del train
-        gc.collect()
+            jobs[name] = {"predictor": name, "hp": hp}
+        paths = train_artifacts(jobs, args.train_dataset, tmp)
         for name in names:
             model = Predictor.load(paths[name])
+            device = next(iter(model.devices_))
             if args.n_jobs is not None:
                 model.n_jobs = args.n_jobs
             cfg = {"runtime": "onnxruntime", "batch_size": 1, "intra_op_threads": 1}

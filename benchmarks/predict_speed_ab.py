@@ -16,7 +16,6 @@ Writes the rates of every repeat and their medians.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_speed import RESULTS, _cold_caches  # noqa: E402
+from predict_speed import RESULTS, _cold_caches, train_artifacts  # noqa: E402
 
 
 def main() -> None:
@@ -41,20 +40,22 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TMPDIR", "/tmp")
 
-    from inferperf.dataset.core import load_dataset
-    from inferperf.predict.base import get_predictor, parse_hparams
+    import tempfile
+
+    from inferperf.predict.base import Predictor, parse_hparams
     from inferperf.predict.synthetic import synthetic_dataset
 
-    train = load_dataset(args.train_dataset).filter(
-        lambda s: s.trusted and int(s.config.get("intra_op_threads") or 1) == 1)
     settings = {"A": parse_hparams(args.a), "B": parse_hparams(args.b)}
-    models = {k: get_predictor(args.predictor, family_folds=0, **hp).fit(train) for k, hp in settings.items()}
+    with tempfile.TemporaryDirectory(dir=os.environ["TMPDIR"]) as tmp:
+        # trained in a spawned process: this one holds the models and the batch only (see predict_speed.py)
+        paths = train_artifacts({k: {"predictor": args.predictor, "hp": {"family_folds": 0, **hp}}
+                                 for k, hp in settings.items()}, args.train_dataset, tmp)
+        models = {k: Predictor.load(paths[k]) for k in settings}
     pool = synthetic_dataset(per_family=args.graphs // 2, batches=(1,), seed=11, scale=3)
     small = [s for s in pool if 60 <= len(s.graph.nodes) <= 200][: args.graphs]
     graphs, configs = [s.graph for s in small], [s.config for s in small]
-    device = train[0].device_id
-    del train, pool, small  # as in predict_speed.py: time a process holding the models and the batch only
-    gc.collect()
+    device = next(iter(models["A"].devices_))
+    del pool, small
     for m in models.values():
         m.predict(graphs[:20], configs[:20], device)  # warm-up: imports, first-call allocations
     rates: dict[str, list[float]] = {k: [] for k in models}

@@ -321,12 +321,12 @@ def weight_stream_mb(graph: ModelGraph, cache_bytes: int = DEFAULT_L3_BYTES) -> 
     compute-bound. Counted for weight MatMul / Gemm nodes reading at most :data:`GEMV_MAX_ROWS` rows, and for
     the recurrent weights an RNN re-reads at every step.
     """
-    total = 0
+    weights: dict[str, int] = {}  # by name: a weight several nodes read (ALBERT's layers) is held once
     streamed = 0
     for n in graph.running_nodes():
         for t in n.inputs:
             if t.is_weight:
-                total += t.nbytes
+                weights[t.name or f"#{id(t)}"] = t.nbytes
         op = n.op_type
         if op in ("MatMul", "Gemm") and len(n.inputs) >= 2 and n.inputs[1].is_weight and n.inputs[0].shape:
             x = n.inputs[0].shape
@@ -339,6 +339,7 @@ def weight_stream_mb(graph: ModelGraph, cache_bytes: int = DEFAULT_L3_BYTES) -> 
             reread = recurrent_reread_mb(n)
             if reread is not None:
                 streamed += int(reread * 1e6)
+    total = sum(weights.values())
     if total <= cache_bytes or not streamed:
         return 0.0
     return streamed * (1.0 - cache_bytes / total) / 1e6
