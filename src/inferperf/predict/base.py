@@ -310,6 +310,7 @@ class Predictor(ABC):
     #: family folds for the unseen-family interval when ``family_folds`` is None: cheap fits cross-fit by
     #: default, expensive ones (neural networks) opt in
     default_family_folds: ClassVar[int] = 0
+
     def __init__(
         self,
         *,

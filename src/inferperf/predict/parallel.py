@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import threading
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ Derive = Callable[[ModelGraph, dict[str, Any], dict[str, Any]], None]
 _Job = tuple[Sequence[ModelGraph], Sequence[dict[str, Any]], Sequence[dict[str, Any]], Derive, Collection[str]]
 #: what a forked worker inherits: (graphs, configs, devices, derive, memo key names to hand back)
 _JOB: _Job | None = None
+_LOCK = threading.Lock()
 
 
 def available_cpus() -> int:
@@ -66,7 +68,6 @@ def derive_all(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], 
     ``n_jobs`` processes; the memo entries named by ``keys`` computed in workers are adopted by the graphs
     here. Graphs that already hold an entry of every name in ``keys`` are skipped. Returns the number of
     processes used."""
-    global _JOB
     todo = np.array([i for i, g in enumerate(graphs)
                      if {k[0] for k in g.derived_items(keys)} != set(keys)], dtype=np.int64)
     jobs = processes_for(len(todo), n_jobs)
@@ -75,12 +76,21 @@ def derive_all(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], 
             derive(graphs[i], configs[i], devices[i])
         return 1
     chunks = [todo[k::jobs] for k in range(jobs)]  # interleaved: graph sizes drift along a batch
+    with _LOCK:  # one job at a time: the workers read it from a module global
+        _fork_and_derive(graphs, configs, devices, derive, keys, chunks)
+    return jobs
+
+
+def _fork_and_derive(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
+                     devices: Sequence[dict[str, Any]], derive: Derive, keys: Collection[str],
+                     chunks: list[np.ndarray]) -> None:
+    global _JOB
     _JOB = (graphs, configs, devices, derive, tuple(keys))
     # every object that exists now goes to the permanent generation: no collection in either process walks
     # (and so writes to) the pages the two share after the fork, which would copy them one by one
     gc.freeze()
     try:
-        with mp.get_context("fork").Pool(jobs - 1) as pool:
+        with mp.get_context("fork").Pool(len(chunks) - 1) as pool:
             pending = pool.map_async(_work, chunks[1:])
             for i in chunks[0]:
                 derive(graphs[i], configs[i], devices[i])
@@ -90,4 +100,3 @@ def derive_all(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], 
     finally:
         _JOB = None
         gc.unfreeze()
-    return jobs
