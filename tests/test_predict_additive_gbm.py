@@ -72,3 +72,32 @@ def test_too_few_runs_means_no_correction() -> None:
     assert model.boosters_ == {}
     plain = get_predictor("additive", family_folds=0, dev_fraction=0.0).fit(small)
     np.testing.assert_allclose(model.predict_dataset(small)["pred"], plain.predict_dataset(small)["pred"])
+
+
+def _conv(i: int, cin: int, cout: int, k: int, hw: int, group: int = 1):  # noqa: ANN202
+    from inferperf.ir.graph import Node, TensorInfo
+
+    macs = cout * (cin // group) * k * k * hw * hw
+    return Node(index=i, name=f"c{i}", op_type="Conv", domain="", attributes={"group": group},
+                inputs=[TensorInfo(f"x{i}", (1, cin, hw, hw), "float32"),
+                        TensorInfo(f"w{i}", (cout, cin // group, k, k), "float32", is_weight=True)],
+                outputs=[TensorInfo(f"x{i + 1}", (1, cout, hw, hw), "float32")], macs=macs)
+
+
+def test_conv_shape_features_are_mac_weighted_over_dense_convolutions() -> None:
+    from inferperf.ir.graph import ModelGraph, TensorInfo
+    from inferperf.predict.additive_gbm import conv_shape_features
+
+    big = _conv(0, 64, 64, 3, 8)  # 64·64·9·64 MACs, output 8×8, reduction 576
+    small = _conv(1, 64, 32, 1, 8)  # 64·32·64 MACs, output 8×8, reduction 64
+    depthwise = _conv(2, 32, 32, 3, 8, group=32)  # not dense: left out
+    g = ModelGraph("g", [big, small, depthwise], [], [TensorInfo("x0", (1, 64, 8, 8), "float32")],
+                   [TensorInfo("x3", (1, 32, 8, 8), "float32")], 17)
+    f = conv_shape_features(g)
+    w = np.array([big.macs, small.macs], dtype=float) / (big.macs + small.macs)
+    assert f[0] == pytest.approx(np.log2(64))  # both outputs 8×8
+    assert f[1] == pytest.approx(w @ np.log2([576, 64]))
+    assert f[2] == pytest.approx(w @ np.log2([64, 32]))
+    none = ModelGraph("n", [depthwise], [], [TensorInfo("x2", (1, 32, 8, 8), "float32")],
+                      [TensorInfo("x3", (1, 32, 8, 8), "float32")], 17)
+    assert np.isnan(conv_shape_features(none)).all()  # missing, not zero: the trees route it apart

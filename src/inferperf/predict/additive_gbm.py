@@ -21,6 +21,7 @@ residuals over the training runs, and ``x`` is
 - how many kernels ORT's fusion rules say the graph launches, in total, per running node and per kind
   (:func:`~inferperf.predict.fusion.rules.rule_kernel_summary`): a runtime dispatches kernels, not nodes
   (leave-family-out 12.5% → 12.0%; GPT-2, OPT, GPT-Neo 4–5 points better).
+- the shapes the dense-convolution MACs come in (:func:`conv_shape_features`, latency and energy only).
 
 The residuals are in-sample residuals of the additive fit: with ~45 prices per (device, threads) group and
 thousands of runs, in- and out-of-sample residuals agree, and cross-fitting would cost five fits. Memory is
@@ -57,12 +58,16 @@ TIME_ONLY_FEATURES: tuple[str, ...] = ("log_node_cost_ms", "log_node_cost_over_a
 MEMORY_ONLY_FEATURES: tuple[str, ...] = ("log_sim_held_weight_mb", "log_sim_prepacked_mb", "log_sim_arena_mb",
                                          "log_sim_pattern_mb", "log_sim_first_run_peak_mb",
                                          "sim_pattern_over_arena", "sim_arena_regions")
+#: the shapes a graph's dense-convolution MACs come in (MAC-weighted means of log2; missing without one)
+CONV_SHAPE_FEATURE_NAMES: tuple[str, ...] = ("conv_shape:log2_out_spatial", "conv_shape:log2_reduction",
+                                             "conv_shape:log2_out_channels")
 #: the correction's input columns, in order (recorded in the artifact: a different layout is refused)
 CORRECTION_FEATURE_NAMES: tuple[str, ...] = (
     *TABULAR_FEATURE_NAMES,
     *(f"share:{c}" for c in LATENCY_COLUMNS),
     *(f"log_amount:{c}" for c in LATENCY_COLUMNS),
     *RULE_KERNEL_SUMMARY_NAMES,
+    *CONV_SHAPE_FEATURE_NAMES,
     *TIME_ONLY_FEATURES,
     *MEMORY_ONLY_FEATURES,
 )
@@ -71,8 +76,33 @@ _MIN_RESIDUALS = 50  # fewer labelled runs than this for a target: no correction
 
 def _columns(target: str) -> np.ndarray:
     """Indices of :data:`CORRECTION_FEATURE_NAMES` the correction of ``target`` reads."""
-    skip = TIME_ONLY_FEATURES if target == "memory_mb" else MEMORY_ONLY_FEATURES
+    # the convolutions' shapes say how fast their MACs run, nothing of the heap
+    skip = (*TIME_ONLY_FEATURES, *CONV_SHAPE_FEATURE_NAMES) if target == "memory_mb" else MEMORY_ONLY_FEATURES
     return np.array([i for i, name in enumerate(CORRECTION_FEATURE_NAMES) if name not in skip])
+
+
+def conv_shape_features(graph: ModelGraph) -> np.ndarray:
+    """[len(CONV_SHAPE_FEATURE_NAMES)] MAC-weighted means of log2 output H·W, log2 Cin·kh·kw (per group) and
+    log2 Cout over the graph's dense convolutions; NaN without one. Memoised on the graph.
+
+    Why: one price per dense MAC cannot say that a convolution with a 7×7 output and a reduction of 9,216 runs
+    at a fraction of the speed of one with a 56×56 output (the plain CNNs' worst misses, session 10); the share
+    and amount columns say how many MACs there are, these say what shape they come in (leave-family-out with
+    a fold cache of the correction's inputs: 11.44 → 11.20%, 11.32 → 11.18% with another seed)."""
+    def compute() -> np.ndarray:
+        total = 0.0
+        acc = np.zeros(3)
+        for n in graph.running_nodes():
+            if n.op_type != "Conv" or not n.macs or int(n.attributes.get("group", 1) or 1) != 1 or len(n.inputs) < 2:
+                continue
+            w, out = n.inputs[1].shape, n.outputs[0].shape if n.outputs else None
+            if w is None or out is None or len(w) != 4 or len(out) != 4:
+                continue
+            total += n.macs
+            acc += n.macs * np.log2(np.maximum([out[2] * out[3], w[1] * w[2] * w[3], w[0]], 1))
+        return acc / total if total else np.full(3, np.nan)
+
+    return graph.derived(("conv_shape",), compute)
 
 
 def simulated_memory_features(graphs: Sequence[ModelGraph], devices: Sequence[dict[str, Any]],
@@ -123,13 +153,15 @@ class AdditiveGBMPredictor(AdditivePredictor):
         self.node_cost = node_cost
 
     def _derived_keys(self) -> tuple[str, ...]:
-        return (*super()._derived_keys(), "static", "rule_summary", *(("ort_memory",) if self.arena else ()),
+        return (*super()._derived_keys(), "static", "rule_summary", "conv_shape",
+                *(("ort_memory",) if self.arena else ()),
                 *(("node_cost_features",) if self.node_cost else ()))
 
     def _derive(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> None:
         super()._derive(graph, config, device)
         static_matrix([graph])
         rule_kernel_summary(graph, config)
+        conv_shape_features(graph)
         if self.arena:
             ort_memory(graph, nchwc_block(device))
         if self.node_cost:
@@ -156,7 +188,8 @@ class AdditiveGBMPredictor(AdditivePredictor):
             log_node = np.where(node_ms > 0, np.log(np.maximum(node_ms, 1e-12)), np.nan)
             node = np.column_stack([log_node, log_node - np.log(additive_ms)]) if graphs else np.zeros((0, 2))
         return np.concatenate(
-            [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels, node,
+            [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels,
+             np.stack([conv_shape_features(g) for g in graphs]) if graphs else np.zeros((0, 3)), node,
              simulated_memory_features(graphs, devices, self.arena)], axis=1
         )
 
