@@ -197,7 +197,10 @@ def _start_parent(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
     )
     # TMPDIR inside tmp_path: a SIGKILLed parent cannot remove its spec directory
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, IMPORT_ROOT]), TMPDIR=str(tmp_path))
-    parent = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    # SIGINT back to the default: a shell runs background jobs (`make test &`) with SIGINT ignored, children
+    # inherit that, and a Python started with SIGINT ignored installs no KeyboardInterrupt handler
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert wait_until(lambda: pid_file.is_file() and pid_file.read_text().strip() != ""), "child never started"
     return parent, int(pid_file.read_text())
 
