@@ -256,7 +256,7 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
         base = n.index * width
         cat = op_category(n.qualified_type)
         c = _CATEGORY_INDEX[cat]
-        moved = (n.activation_bytes_read + n.weight_bytes + n.bytes_written) / 1e6
+        moved = (n.bytes_read + n.bytes_written) / 1e6
         at += (base + 1, base + o_n + c, base + o_mb - 1, base + o_mb + c)
         val += (1.0, 1.0, moved, moved)
         kind = mac_kind(n, cat)

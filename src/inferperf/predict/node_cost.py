@@ -69,8 +69,7 @@ def _node_row(node: Any, kind: str, block: int) -> list[float]:
     shape = node.outputs[0].shape if node.outputs and node.outputs[0].shape is not None else ()
     numel = math.prod(shape) if shape else 1
     batch = shape[0] if shape else 1
-    row = [float(NODE_KINDS.index(kind)), node.macs, node.activation_bytes_read + node.weight_bytes,
-           node.bytes_written, numel]
+    row = [float(NODE_KINDS.index(kind)), node.macs, node.bytes_read, node.bytes_written, numel]
     if kind.startswith("conv"):
         w = node.inputs[1].shape if len(node.inputs) > 1 and node.inputs[1].shape is not None else ()
         w = tuple(w) + (1,) * (4 - len(w)) if len(w) < 4 else tuple(w)

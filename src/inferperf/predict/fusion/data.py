@@ -358,10 +358,9 @@ def rule_edge_fused(graph: ModelGraph, config: dict[str, Any] | None = None) -> 
     Both the edge input ``rule_fused`` and the node inputs of
     :func:`~inferperf.predict.fusion.edge_classifier.rule_node_features` read it; the rules depend on the
     configuration through its opt level only."""
-    from inferperf.predict.fusion.rules import RuleFusion
+    from inferperf.predict.fusion.rules import rule_partition
 
-    return graph.derived(("rule_edge_fused", str((config or {}).get("opt_level", "all"))),
-                         lambda: RuleFusion().partition(graph, config).edge_fused)
+    return rule_partition(graph, str((config or {}).get("opt_level", "all"))).edge_fused
 
 
 def edge_features(graph: ModelGraph, config: dict[str, Any] | None = None) -> np.ndarray:

@@ -39,7 +39,7 @@ from inferperf.predict.features import NODE_FEATURES, Standardizer
 from inferperf.predict.fusion.data import KernelExample, device_resource_vector
 from inferperf.predict.fusion.edge_classifier import _ColumnScaler
 from inferperf.predict.fusion.prior import KernelCostPrior
-from inferperf.predict.fusion.rules import kernel_features
+from inferperf.predict.fusion.rules import kernel_features, node_neighbours
 
 
 def build_kernel_gat(node_dim: int, tab_dim: int, n_types: int, hidden: int, layers: int, heads: int) -> Any:
@@ -74,13 +74,7 @@ def build_kernel_gat(node_dim: int, tab_dim: int, n_types: int, hidden: int, lay
 
 def _kernel_edges_cached(graph: ModelGraph, nodes: Sequence[int]) -> np.ndarray:
     """Induced edges via a per-graph adjacency memo (a graph has hundreds of kernels to encode)."""
-    def compute() -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {}
-        for e in graph.edges:
-            out.setdefault(e.src, []).append(e.dst)
-        return out
-
-    adj = graph.derived(("out_adj",), compute)
+    adj = node_neighbours(graph)[1]
     pos = {v: k for k, v in enumerate(nodes)}
     pairs = [(pos[v], pos[w]) for v in nodes for w in adj.get(v, ()) if w in pos and w != v]
     if not pairs:

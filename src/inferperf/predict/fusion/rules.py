@@ -75,7 +75,7 @@ class _View:
             self.consumers.setdefault(e.src, set()).add(e.dst)
         self.outputs = {t.name for t in graph.outputs}
         self.static: list[bool] = static_nodes(graph).tolist()
-        self.ops = [n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in graph.nodes]
+        self.ops = [n.qualified_type for n in graph.nodes]
         # per node: (dynamic inputs, constant inputs); the rules ask each node several times
         self._inputs: dict[int, tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]] = {}
 
@@ -92,13 +92,6 @@ class _View:
         """Exactly one consumer and not a graph output: fusing it away loses no tensor anyone reads."""
         n = self.node(i)
         return len(self.live_consumers(i)) == 1 and not any(t.name in self.outputs for t in n.outputs)
-
-    def is_const(self, tensor_name: str, node: Node) -> bool:
-        for t in node.inputs:
-            if t.name == tensor_name and t.is_weight:
-                return True
-        p = self.producer.get(tensor_name)
-        return p is not None and self.static[p]
 
     def _split_inputs(self, i: int) -> tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]:
         hit = self._inputs.get(i)
