@@ -53,6 +53,9 @@ def test_leave_family_out_structure(ds: GraphDataset) -> None:
     assert lat["mean"]["mape"]["mean"] == pytest.approx(sum(per_seed) / 2)
     assert lat["mean"]["mape"]["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
     assert 0 <= lat["mean"]["coverage"]["mean"] <= 1
+    # the hyper-parameters each predictor ran with, defaults included, so a figure can be re-run
+    assert report["predictors"]["lgbm"]["params"]["n_estimators"] == 80
+    assert "seed" in report["predictors"]["lr-flops"]["params"]
     json.dumps(json_clean(report))  # JSON-able without NaN
 
 

@@ -84,8 +84,9 @@ def evaluate(
     if len(dataset) == 0:
         raise DatasetError("cannot evaluate on an empty dataset")
     hparams = hparams or {}
-    for name in predictors:  # fail on a bad name / hyper-parameter before hours of training
-        get_predictor(name, **hparams.get(name, {}))
+    # fail on a bad name / hyper-parameter before hours of training; the report records every
+    # hyper-parameter each predictor ran with (defaults included): a figure without them cannot be re-run
+    params = {name: get_predictor(name, **hparams.get(name, {})).get_params() for name in predictors}
     fams = list(families) if families else dataset.families()
     if protocol == "leave-family-out" and len(dataset.families()) < 2:
         raise DatasetError(
@@ -121,7 +122,8 @@ def evaluate(
         "dataset": dataset.summary(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "predictors": {
-            name: _aggregate([f for f in folds if f["predictor"] == name], protocol) for name in predictors
+            name: {**_aggregate([f for f in folds if f["predictor"] == name], protocol), "params": params[name]}
+            for name in predictors
         },
         "folds": folds,
     }
