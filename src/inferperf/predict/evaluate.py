@@ -85,8 +85,10 @@ def evaluate(
         raise DatasetError("cannot evaluate on an empty dataset")
     hparams = hparams or {}
     # fail on a bad name / hyper-parameter before hours of training; the report records every
-    # hyper-parameter each predictor ran with (defaults included): a figure without them cannot be re-run
-    params = {name: get_predictor(name, **hparams.get(name, {})).get_params() for name in predictors}
+    # hyper-parameter each predictor ran with (defaults included): a figure without them cannot be re-run.
+    # Not the seed: each fold sets it from ``seeds``, which the report lists
+    params = {name: {k: v for k, v in get_predictor(name, **hparams.get(name, {})).get_params().items()
+                     if k != "seed"} for name in predictors}
     fams = list(families) if families else dataset.families()
     if protocol == "leave-family-out" and len(dataset.families()) < 2:
         raise DatasetError(
