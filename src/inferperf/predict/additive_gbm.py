@@ -193,7 +193,8 @@ class AdditiveGBMPredictor(AdditivePredictor):
             node = np.column_stack([log_node, log_node - np.log(additive_ms)]) if graphs else np.zeros((0, 2))
         return np.concatenate(
             [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels,
-             np.stack([conv_shape_features(g) for g in graphs]) if graphs else np.zeros((0, 3)), node,
+             np.stack([conv_shape_features(g) for g in graphs]) if graphs
+             else np.zeros((0, len(CONV_SHAPE_FEATURE_NAMES))), node,
              simulated_memory_features(graphs, devices, self.arena)], axis=1
         )
 
