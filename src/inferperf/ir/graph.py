@@ -310,6 +310,11 @@ class ModelGraph:
         session start), memoised: most cost terms walk them."""
         return self.derived(("running_nodes",), lambda: [n for n in self.nodes if not n.is_constant])
 
+    def producers(self) -> dict[str, int]:
+        """Tensor name → index of the node writing it, memoised: the fusion rules, the constant folding, the
+        NCHWc layout and the memory simulation all look producers up, per node input."""
+        return self.derived(("producers",), lambda: {t.name: n.index for n in self.nodes for t in n.outputs if t.name})
+
     def forget_derived(self) -> None:
         """Drop every memoised derived quantity (a speed benchmark's cold start)."""
         self.__dict__.pop("_derived", None)

@@ -151,9 +151,8 @@ def nchwc_blocked_nodes(graph: ModelGraph, block: int) -> frozenset[int]:
 
 
 def tensor_producers(graph: ModelGraph) -> dict[str, int]:
-    """Tensor name → index of the node writing it, memoised on the graph object (the blocked-node rule and the
-    reorder term both walk it)."""
-    return graph.derived(("producers",), lambda: {t.name: n.index for n in graph.nodes for t in n.outputs if t.name})
+    """Tensor name → index of the node writing it (:meth:`ModelGraph.producers`, memoised on the graph)."""
+    return graph.producers()
 
 
 def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:

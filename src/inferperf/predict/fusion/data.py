@@ -257,13 +257,11 @@ def static_nodes(graph: ModelGraph) -> np.ndarray:
 
 
 def _static_nodes(graph: ModelGraph) -> np.ndarray:
-    producer: dict[str, int] = {}
-    for e in graph.edges:
-        producer.setdefault(e.tensor, e.src)
-    static = np.zeros(len(graph.nodes), dtype=bool)
+    producer = graph.producers()
+    static: list[bool] = []  # a list while it grows: a NumPy element read costs several times a list's
     for n in graph.nodes:  # nodes are topologically ordered
         if n.op_type in ("Shape", "Size") and n.inputs and n.inputs[0].shape is not None:
-            static[n.index] = True
+            static.append(True)
             continue
         ok = True
         for t in n.inputs:
@@ -273,9 +271,10 @@ def _static_nodes(graph: ModelGraph) -> np.ndarray:
             if p is None or not static[p]:
                 ok = False
                 break
-        static[n.index] = ok
-    static.flags.writeable = False
-    return static
+        static.append(ok)
+    out = np.array(static, dtype=bool).reshape(len(graph.nodes))
+    out.flags.writeable = False
+    return out
 
 
 def structural_node_features(graph: ModelGraph) -> np.ndarray:

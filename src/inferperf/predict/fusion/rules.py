@@ -68,16 +68,39 @@ class _View:
         self.graph = graph
         # plain lists: the rules index them per node and edge, where a NumPy scalar read costs ~5x a list's
         self.dropped: list[bool] = dropped.tolist()
-        self.producer: dict[str, int] = {}
+        self.producer: dict[str, int] = graph.producers()
         self.consumers: dict[int, set[int]] = {}
+        consumers = self.consumers
         for e in graph.edges:
-            self.producer.setdefault(e.tensor, e.src)
-            self.consumers.setdefault(e.src, set()).add(e.dst)
+            found = consumers.get(e.src)
+            if found is None:
+                consumers[e.src] = {e.dst}
+            else:
+                found.add(e.dst)
         self.outputs = {t.name for t in graph.outputs}
         self.static: list[bool] = static_nodes(graph).tolist()
         self.ops = [n.qualified_type for n in graph.nodes]
-        # per node: (dynamic inputs, constant inputs); the rules ask each node several times
-        self._inputs: dict[int, tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]] = {}
+        # per node, in one pass: (tensor, producer) of its dynamic inputs, and its constant inputs (a weight or
+        # the output of a static node); the rules ask every node at least once and many several times
+        self.dynamic: list[tuple[tuple[str, int | None], ...]] = []
+        self.const: list[tuple[Any, ...]] = []
+        producer, static = self.producer, self.static
+        for n in graph.nodes:
+            dynamic, const = [], []
+            for t in n.inputs:
+                name = t.name
+                if not name:
+                    continue
+                if t.is_weight:
+                    const.append(t)
+                    continue
+                p = producer.get(name)
+                if p is not None and static[p]:
+                    const.append(t)
+                else:
+                    dynamic.append((name, p))
+            self.dynamic.append(tuple(dynamic))
+            self.const.append(tuple(const))
 
     def node(self, i: int) -> Node:
         return self.graph.nodes[i]
@@ -93,30 +116,12 @@ class _View:
         n = self.node(i)
         return len(self.live_consumers(i)) == 1 and not any(t.name in self.outputs for t in n.outputs)
 
-    def _split_inputs(self, i: int) -> tuple[tuple[tuple[str, int | None], ...], tuple[Any, ...]]:
-        hit = self._inputs.get(i)
-        if hit is None:
-            n = self.graph.nodes[i]
-            weights = {t.name for t in n.inputs if t.is_weight}  # is_const of every input at once
-            dynamic, const = [], []
-            for t in n.inputs:
-                name = t.name
-                if not name:
-                    continue
-                p = self.producer.get(name)
-                if name in weights or (p is not None and self.static[p]):
-                    const.append(t)
-                else:
-                    dynamic.append((name, p))
-            hit = self._inputs[i] = (tuple(dynamic), tuple(const))
-        return hit
-
     def dynamic_inputs(self, i: int) -> tuple[tuple[str, int | None], ...]:
         """(tensor, producer node or None for a graph input) of the non-constant inputs."""
-        return self._split_inputs(i)[0]
+        return self.dynamic[i]
 
     def const_inputs(self, i: int) -> tuple[Any, ...]:
-        return self._split_inputs(i)[1]
+        return self.const[i]
 
     def scalar_const(self, i: int) -> bool:
         """A binary op with exactly one dynamic input and one constant scalar (or one-element) operand."""
@@ -167,13 +172,12 @@ class RuleFusion:
             claimed.add(b)
 
         self._patterns(v, join, claimed)
-        for node in graph.nodes:
-            i = node.index
+        ops, dynamic = v.ops, v.dynamic
+        for i in range(n):
             if dropped_list[i] or i in claimed and i not in chain:
                 continue
-            op = v.op(i)
-            dyn = [p for _, p in v.dynamic_inputs(i)]
-            preds = [p for p in dyn if p is not None and not dropped_list[p]]
+            op = ops[i]
+            preds = [p for _, p in dynamic[i] if p is not None and not dropped_list[p]]
             if op in ("Conv", "ConvTranspose"):
                 chain[i] = ("conv", _STAGE_OPEN)
                 continue
