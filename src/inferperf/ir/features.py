@@ -390,8 +390,7 @@ def static_feature_vector(graph: ModelGraph) -> np.ndarray:
     feats["log_depth"] = _log(graph.depth)
     counts = dict.fromkeys(OP_CATEGORIES, 0)
     cat_macs = dict.fromkeys(OP_CATEGORIES, 0)
-    for n in graph.nodes:
-        cat = op_category(n.qualified_type)
+    for n, (cat, _) in zip(graph.nodes, node_kinds(graph), strict=True):
         counts[cat] += 1
         cat_macs[cat] += n.macs
     for cat in OP_CATEGORIES:
@@ -430,21 +429,36 @@ def mac_kind(node: Any, category: str) -> str | None:
     return "conv_depthwise" if channels is not None and group >= channels else "conv_grouped"
 
 
+def node_kinds(graph: ModelGraph) -> list[tuple[str, str | None]]:
+    """Per node, in node order: (:func:`op_category`, :func:`mac_kind`), memoised on the graph object — the
+    static features, the additive cost rows and the node-cost model all classify every node."""
+    def compute() -> list[tuple[str, str | None]]:
+        out = []
+        for n in graph.nodes:
+            cat = _OP_TO_CATEGORY.get(n.qualified_type, "other")
+            out.append((cat, mac_kind(n, cat)))
+        return out
+
+    return graph.derived(("node_kinds",), compute)
+
+
 def _cost_breakdown(graph: ModelGraph) -> dict[str, float]:
     macs: dict[str, int] = dict.fromkeys(("conv_dense", "conv_depthwise", "conv_grouped", "matmul_weights",
                                           "matmul_activations", "recurrent"), 0)
     moved: dict[str, int] = dict.fromkeys(_BYTES_CATEGORIES, 0)
     tiny = 0
     roofline_us = 0.0
+    kinds = node_kinds(graph)
     for n in graph.running_nodes():  # the others are folded at session start
-        cat = op_category(n.qualified_type)
-        kind = mac_kind(n, cat)
+        cat, kind = kinds[n.index]
         if kind is not None:
             macs[kind] += n.macs
-        nbytes = n.bytes_read + n.bytes_written
+        nbytes = n.activation_bytes_read + n.weight_bytes + n.bytes_written
         if cat in moved:
             moved[cat] += nbytes
-        out_numel = sum((t.numel or 0) for t in n.outputs)
+        out_numel = 0
+        for t in n.outputs:
+            out_numel += t.numel or 0
         tiny += out_numel < _TINY_NUMEL
         roofline_us += max(n.flops / _NOMINAL_FLOPS_PER_US, nbytes / _NOMINAL_BYTES_PER_US) + 1.0
     out = {f"log_macs_{k}": _log(v) for k, v in macs.items()}

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from inferperf.dataset import GraphDataset
-from inferperf.ir.features import OP_CATEGORIES, mac_kind, op_category
+from inferperf.ir.features import OP_CATEGORIES, node_kinds
 from inferperf.ir.graph import ModelGraph
 from inferperf.predict.base import TARGETS, Predictor, PredictorError, register
 
@@ -190,6 +190,8 @@ def reorder_mb(graph: ModelGraph, block: int) -> float:
     if not block:
         return 0.0
     blocked = nchwc_blocked_nodes(graph, block)
+    if not blocked:  # nothing runs blocked (no convolution): nothing is reordered
+        return 0.0
     producer = tensor_producers(graph)
     reordered_in: set[str] = set()
     nbytes = 0
@@ -251,14 +253,14 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
     # (flat index, value) pairs summed by one bincount: numpy scalar writes per node were most of the time
     at: list[int] = []
     val: list[float] = []
+    kinds = node_kinds(graph)
     for n in graph.running_nodes():  # a folded node has no per-inference cost
         base = n.index * width
-        cat = op_category(n.qualified_type)
+        cat, kind = kinds[n.index]
         c = _CATEGORY_INDEX[cat]
-        moved = (n.bytes_read + n.bytes_written) / 1e6
+        moved = (n.activation_bytes_read + n.weight_bytes + n.bytes_written) / 1e6
         at += (base + 1, base + o_n + c, base + o_mb - 1, base + o_mb + c)
         val += (1.0, 1.0, moved, moved)
-        kind = mac_kind(n, cat)
         if kind == "recurrent" and recurrent_reread:
             reread = recurrent_reread_mb(n)
             if reread is not None:

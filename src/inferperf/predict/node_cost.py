@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from inferperf.dataset.core import Sample
-from inferperf.ir.features import mac_kind, op_category
+from inferperf.ir.features import node_kinds
 from inferperf.ir.graph import ModelGraph
 from inferperf.predict.additive import _nchwc_conv, im2col_mb
 
@@ -50,10 +50,11 @@ def compute_nodes(graph: ModelGraph) -> list[tuple[int, str]]:
     """(node index, MAC kind) of the nodes that do the graph's multiply-accumulates at run time (constant
     nodes are folded at session start and cost nothing)."""
     out = []
+    kinds = node_kinds(graph)
     for n in graph.running_nodes():
         if not n.macs:
             continue
-        kind = mac_kind(n, op_category(n.qualified_type))
+        kind = kinds[n.index][1]
         if kind in NODE_KINDS:
             out.append((n.index, kind))
     return out

@@ -230,7 +230,7 @@ def weight_layout_mb(graph: ModelGraph, block: int) -> tuple[float, float]:
     return kept / _MB, packed / _MB
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
     """One kernel as the planner sees it: what it reads and writes, and how it may place its output."""
 
@@ -326,7 +326,12 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None) -> tupl
     copies: dict[str, str] = {}  # tensor -> its copy in the other layout
     for nodes in sorted(kernels, key=lambda k: k[-1]):
         last = nodes_[nodes[-1]]
-        main = nodes_[max(nodes, key=lambda i: nodes_[i].macs)] if len(nodes) > 1 else last
+        main = last
+        if len(nodes) > 1:  # the node doing the most MACs (the first such), as max() picks it
+            main = nodes_[nodes[0]]
+            for i in nodes[1:]:
+                if nodes_[i].macs > main.macs:
+                    main = nodes_[i]
         in_blocked = main.index in blocked or last.index in blocked
         reads: list[str] = []
         for i in nodes:

@@ -101,6 +101,7 @@ class _View:
                     dynamic.append((name, p))
             self.dynamic.append(tuple(dynamic))
             self.const.append(tuple(const))
+        self._single: dict[int, bool] = {}  # single_consumer, per node asked (the epilogue rules ask repeatedly)
 
     def node(self, i: int) -> Node:
         return self.graph.nodes[i]
@@ -113,8 +114,12 @@ class _View:
 
     def single_consumer(self, i: int) -> bool:
         """Exactly one consumer and not a graph output: fusing it away loses no tensor anyone reads."""
-        n = self.node(i)
-        return len(self.live_consumers(i)) == 1 and not any(t.name in self.outputs for t in n.outputs)
+        single = self._single.get(i)
+        if single is None:
+            dropped = self.dropped
+            single = self._single[i] = sum(1 for c in self.consumers.get(i, ()) if not dropped[c]) == 1 and not any(
+                t.name in self.outputs for t in self.graph.nodes[i].outputs)
+        return single
 
     def dynamic_inputs(self, i: int) -> tuple[tuple[str, int | None], ...]:
         """(tensor, producer node or None for a graph input) of the non-constant inputs."""
@@ -245,18 +250,21 @@ class RuleFusion:
     # ---- multi-node patterns: erf GELU, decomposed LayerNorm, bias GELU --------------------------------
     @staticmethod
     def _patterns(v: _View, join: Any, claimed: set[int]) -> None:
-        g = v.graph
 
         def only(nodes: set[int], op: str) -> int | None:
             hits = [c for c in nodes if v.op(c) == op]
             return hits[0] if len(hits) == 1 else None
 
         gelu_roots: dict[int, int] = {}  # the node that starts a GELU group -> its Div
-        for node in g.nodes:
-            i = node.index
+        gelus: list[int] = []
+        for i, op_i in enumerate(v.ops):  # one pass over the op names; only a few nodes start a pattern
+            if op_i != "Erf" and op_i != "ReduceMean":
+                if op_i == "Gelu" or op_i == "com.microsoft::Gelu":
+                    gelus.append(i)
+                continue
             if v.dropped[i]:
                 continue
-            if v.op(i) == "Erf":  # x/√2 → Erf → +1 → ·x → ·0.5 (any order of the two Muls)
+            if op_i == "Erf":  # x/√2 → Erf → +1 → ·x → ·0.5 (any order of the two Muls)
                 prods = [p for _, p in v.dynamic_inputs(i) if p is not None]
                 if len(prods) != 1 or v.op(prods[0]) != "Div" or not v.scalar_const(prods[0]):
                     continue
@@ -279,7 +287,7 @@ class RuleFusion:
                     for a in group[1:]:
                         join(group[0], a)
                     gelu_roots[group[0]] = div
-            elif v.op(i) == "ReduceMean":  # mean → sub → pow → mean → +eps → sqrt → div (→ ·γ → +β)
+            else:  # ReduceMean: mean → sub → pow → mean → +eps → sqrt → div (→ ·γ → +β)
                 sub = only(v.live_consumers(i), "Sub")
                 if sub is None:
                     continue
@@ -302,10 +310,9 @@ class RuleFusion:
                     tail = nxt
                 for a in group[1:]:
                     join(group[0], a)  # type: ignore[arg-type]
-        for node in g.nodes:  # bias GELU: a constant bias Add right before a Gelu (op or pattern)
-            i = node.index
-            target = gelu_roots.get(i, i if v.op(i) in ("Gelu", "com.microsoft::Gelu") else None)
-            if target is None or v.dropped[i]:
+        for i in sorted({*gelu_roots, *gelus}):  # bias GELU: a constant bias Add right before a Gelu (op or pattern)
+            target = gelu_roots.get(i, i)
+            if v.dropped[i]:
                 continue
             prods = [p for _, p in v.dynamic_inputs(target) if p is not None]
             if len(prods) == 1 and v.op(prods[0]) == "Add" and v.bias_const(prods[0]) and prods[0] not in claimed:
@@ -326,8 +333,24 @@ def _swaps_last_two(node: Node) -> bool:
     return k >= 2 and perm[:-2] == list(range(k - 2)) and perm[-2:] == [k - 1, k - 2]
 
 
+#: (op type, domain) -> the label of a one-node kernel, which depends on nothing else (but a Transpose's)
+_SINGLE_NODE_TYPES: dict[tuple[str, str], str] = {}
+
+
 def rule_kernel_type(graph: ModelGraph, nodes: Sequence[int]) -> str:
     """The kernel type a person's rules assign to a node set (the measurement's label scheme)."""
+    if len(nodes) == 1:  # most kernels: looked up once per op type
+        node = graph.nodes[nodes[0]]
+        if node.op_type != "Transpose":
+            key = (node.op_type, node.domain)
+            label = _SINGLE_NODE_TYPES.get(key)
+            if label is None:
+                label = _SINGLE_NODE_TYPES[key] = _kernel_type(graph, nodes)
+            return label
+    return _kernel_type(graph, nodes)
+
+
+def _kernel_type(graph: ModelGraph, nodes: Sequence[int]) -> str:
     ops = [graph.nodes[i].op_type for i in nodes]
     opset = set(ops)
     if "Conv" in opset:
