@@ -304,12 +304,10 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None) -> tupl
         ins = []
         for t in nodes_[i].inputs:
             tname = t.name
-            if not tname:
+            if not tname or t.is_weight:  # weights are never activations: no buffer, not an output
                 continue
             name = resolve(tname) if passthrough else tname
             read_anywhere.add(name)
-            if t.is_weight:
-                continue
             src = producer.get(tname)
             if src is not None and kernel_of.get(src) == k and tname not in graph_inputs:
                 continue  # produced inside the kernel
