@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
@@ -31,12 +32,21 @@ def test_processes_for_respects_n_jobs_batch_size_and_cpus(monkeypatch: pytest.M
 
 def test_workers_hand_back_what_a_serial_run_derives(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_GRAPHS_PER_PROCESS", 4)
+    monkeypatch.setattr(parallel, "CLAIM", 1)
     model = get_predictor("additive-gbm", family_folds=0)
     graphs, configs, devices = _batch()
     here = []
+    parent = os.getpid()
+    worker_started = mp.get_context("fork").Event()
 
     def derive(g, c, d) -> None:  # noqa: ANN001
-        here.append(g)
+        if os.getpid() == parent:
+            # the processes share the batch as they go: the parent would take all 15 graphs of this small
+            # batch before the worker starts, so it waits for the worker's first graph
+            here.append(g)
+            assert worker_started.wait(timeout=60), "the worker never started"
+        else:
+            worker_started.set()
         model._derive(g, c, d)
 
     keys = model._derived_keys()

@@ -2,13 +2,13 @@
 
 Why: a batched ``additive-gbm`` prediction spends most of its time deriving per-graph quantities in Python —
 the fusion rules' partition, the simulated ONNX Runtime arena, the cost rows, the static and node-cost
-features — ~3 ms for a 100-node graph, against ~0.3 ms for everything the fitted model does with them. Those
+features — ~2.5 ms for a 100-node graph, against ~0.3 ms for everything the fitted model does with them. Those
 quantities are pure functions of one graph (and its device), independent across graphs, and memoised on the
-graph object (:meth:`~inferperf.ir.graph.ModelGraph.derived`). So a large batch is split: forked workers
-derive a share each and hand back the memo entries, the calling process derives its own share meanwhile and
-adopts theirs; the model work (prices, trees, intervals) stays in the calling process, so the predictions are
-identical to a serial run (tested). Workers only run Python and NumPy — never LightGBM or torch, whose
-thread pools do not survive a fork.
+graph object (:meth:`~inferperf.ir.graph.ModelGraph.derived`). So a large batch is shared out: forked workers
+and the calling process take graphs from one queue a few at a time (a process slowed by its neighbours takes
+fewer), the workers hand back the memo entries and the calling process adopts them; the model work (prices,
+trees, intervals) stays in the calling process, so the predictions are identical to a serial run (tested).
+Workers only run Python and NumPy — never LightGBM or torch, whose thread pools do not survive a fork.
 """
 
 from __future__ import annotations
@@ -17,19 +17,22 @@ import gc
 import multiprocessing as mp
 import os
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
-
-import numpy as np
 
 from inferperf.ir.graph import ModelGraph
 
 #: fewer graphs than this per process and the fork and the transfer cost more than they save
 MIN_GRAPHS_PER_PROCESS = 64
 
+#: graphs a process takes from the shared queue at a time (fewer: more lock traffic; more: a longer tail)
+CLAIM = 8
+
 Derive = Callable[[ModelGraph, dict[str, Any], dict[str, Any]], None]
-_Job = tuple[Sequence[ModelGraph], Sequence[dict[str, Any]], Sequence[dict[str, Any]], Derive, Collection[str]]
-#: what a forked worker inherits: (graphs, configs, devices, derive, memo key names to hand back)
+#: what a forked worker inherits: (graphs, configs, devices, derive, memo key names to hand back, the indices
+#: to derive, the shared position of the next unclaimed one)
+_Job = tuple[Sequence[ModelGraph], Sequence[dict[str, Any]], Sequence[dict[str, Any]], Derive, Collection[str],
+             list[int], Any]
 _JOB: _Job | None = None
 _LOCK = threading.Lock()
 
@@ -51,14 +54,27 @@ def processes_for(n_graphs: int, n_jobs: int | None) -> int:
     return max(1, min(wanted, n_graphs // MIN_GRAPHS_PER_PROCESS))
 
 
-def _work(indices: np.ndarray) -> list[dict[tuple[Any, ...], Any]]:
+def _claimed(todo: list[int], position: Any) -> Iterator[int]:
+    """Indices of ``todo`` this process takes, :data:`CLAIM` at a time, until none is left: each process
+    derives as many graphs as its speed allows, so none waits for another at the end (a forked worker runs
+    slower than the parent while it copies the pages it writes)."""
+    while True:
+        with position.get_lock():
+            start = position.value
+            position.value = start + CLAIM
+        if start >= len(todo):
+            return
+        yield from todo[start:start + CLAIM]
+
+
+def _work(_: int) -> list[tuple[int, dict[tuple[Any, ...], Any]]]:
     if _JOB is None:  # pragma: no cover - only reachable if a worker was not forked from derive_all
         raise RuntimeError("derive worker started without a job")
-    graphs, configs, devices, derive, keys = _JOB
+    graphs, configs, devices, derive, keys, todo, position = _JOB
     out = []
-    for i in indices:
+    for i in _claimed(todo, position):
         derive(graphs[i], configs[i], devices[i])
-        out.append(graphs[i].derived_items(keys))
+        out.append((i, graphs[i].derived_items(keys)))
     return out
 
 
@@ -68,34 +84,34 @@ def derive_all(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], 
     ``n_jobs`` processes; the memo entries named by ``keys`` computed in workers are adopted by the graphs
     here. Graphs that already hold an entry of every name in ``keys`` are skipped. Returns the number of
     processes used."""
-    todo = np.array([i for i, g in enumerate(graphs)
-                     if {k[0] for k in g.derived_items(keys)} != set(keys)], dtype=np.int64)
+    todo = [i for i, g in enumerate(graphs) if {k[0] for k in g.derived_items(keys)} != set(keys)]
     jobs = processes_for(len(todo), n_jobs)
     if jobs < 2:
         for i in todo:
             derive(graphs[i], configs[i], devices[i])
         return 1
-    chunks = [todo[k::jobs] for k in range(jobs)]  # interleaved: graph sizes drift along a batch
     with _LOCK:  # one job at a time: the workers read it from a module global
-        _fork_and_derive(graphs, configs, devices, derive, keys, chunks)
+        _fork_and_derive(graphs, configs, devices, derive, keys, todo, jobs)
     return jobs
 
 
 def _fork_and_derive(graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
                      devices: Sequence[dict[str, Any]], derive: Derive, keys: Collection[str],
-                     chunks: list[np.ndarray]) -> None:
+                     todo: list[int], jobs: int) -> None:
     global _JOB
-    _JOB = (graphs, configs, devices, derive, tuple(keys))
+    ctx = mp.get_context("fork")
+    position = ctx.Value("q", 0)  # the next unclaimed position in todo, shared by every process
+    _JOB = (graphs, configs, devices, derive, tuple(keys), todo, position)
     # every object that exists now goes to the permanent generation: no collection in either process walks
     # (and so writes to) the pages the two share after the fork, which would copy them one by one
     gc.freeze()
     try:
-        with mp.get_context("fork").Pool(len(chunks) - 1) as pool:
-            pending = pool.map_async(_work, chunks[1:])
-            for i in chunks[0]:
+        with ctx.Pool(jobs - 1) as pool:
+            pending = pool.map_async(_work, range(jobs - 1), chunksize=1)
+            for i in _claimed(todo, position):
                 derive(graphs[i], configs[i], devices[i])
-            for chunk, items in zip(chunks[1:], pending.get(), strict=True):
-                for i, entries in zip(chunk, items, strict=True):
+            for items in pending.get():
+                for i, entries in items:
                     graphs[i].adopt_derived(entries)
     finally:
         _JOB = None
