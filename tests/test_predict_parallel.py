@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import os
 
@@ -15,8 +16,12 @@ pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason
 
 
 def _batch(seed: int = 5):  # noqa: ANN202
+    """Fresh graph objects with nothing derived (the synthetic dataset shares its graphs within a process)."""
     ds = synthetic_dataset(per_family=3, batches=(1,), seed=seed)
-    return [s.graph for s in ds], [s.config for s in ds], [s.device for s in ds]
+    graphs = [copy.deepcopy(s.graph) for s in ds]
+    for g in graphs:
+        g.forget_derived()
+    return graphs, [s.config for s in ds], [s.device for s in ds]
 
 
 def test_processes_for_respects_n_jobs_batch_size_and_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,3 +90,22 @@ def test_parallel_prediction_equals_serial(monkeypatch: pytest.MonkeyPatch) -> N
     b = parallel_model.predict_arrays(again, configs, [device] * len(again))
     for key in ("pred", "lo", "hi", "ood_score"):
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_graphs_a_dead_worker_claimed_are_derived_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "MIN_GRAPHS_PER_PROCESS", 4)
+    model = get_predictor("additive-gbm", family_folds=0)
+    graphs, configs, devices = _batch()
+    parent = os.getpid()
+    worker_started = mp.get_context("fork").Event()
+
+    def derive(g, c, d) -> None:  # noqa: ANN001
+        if os.getpid() != parent:
+            worker_started.set()
+            os._exit(3)  # the worker dies holding the graphs it claimed
+        assert worker_started.wait(timeout=60), "the worker never started"
+        model._derive(g, c, d)
+
+    keys = model._derived_keys()
+    assert parallel.derive_all(graphs, configs, devices, derive, keys, n_jobs=2) == 2
+    assert all({k[0] for k in g.derived_items(keys)} == set(keys) for g in graphs)
