@@ -443,6 +443,10 @@ RULE_KERNEL_SUMMARY_NAMES: tuple[str, ...] = (
 )
 
 
+#: kernel type label -> index of its group in KERNEL_GROUPS (len: other), filled as labels are met
+_GROUP_OF: dict[str, int] = {}
+
+
 def _in_group(kernel_type: str, group: str) -> bool:
     # Norm and Gelu name a kind anywhere in the label (SkipLayerNorm, BatchNorm; BiasGelu, QuickGelu)
     return group in kernel_type if group in ("Norm", "Gelu") else kernel_type.startswith(group)
@@ -466,9 +470,13 @@ def rule_kernel_summary(graph: ModelGraph, config: dict[str, Any] | None = None)
 
     def compute() -> np.ndarray:
         part = rule_partition(graph, opt)
-        counts = np.zeros(len(KERNEL_GROUPS) + 1)
+        counts = [0] * (len(KERNEL_GROUPS) + 1)
         for t in part.kernel_types:
-            counts[next((j for j, g in enumerate(KERNEL_GROUPS) if _in_group(t, g)), len(KERNEL_GROUPS))] += 1
+            group = _GROUP_OF.get(t)
+            if group is None:
+                group = _GROUP_OF[t] = next((j for j, g in enumerate(KERNEL_GROUPS) if _in_group(t, g)),
+                                            len(KERNEL_GROUPS))
+            counts[group] += 1
         n, running = len(part.kernels), int(part.executed.sum())
         return np.concatenate([[math.log1p(n), n / max(running, 1), math.log1p(running)], np.log1p(counts)])
 
