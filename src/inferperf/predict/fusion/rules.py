@@ -250,7 +250,6 @@ class RuleFusion:
     # ---- multi-node patterns: erf GELU, decomposed LayerNorm, bias GELU --------------------------------
     @staticmethod
     def _patterns(v: _View, join: Any, claimed: set[int]) -> None:
-
         def only(nodes: set[int], op: str) -> int | None:
             hits = [c for c in nodes if v.op(c) == op]
             return hits[0] if len(hits) == 1 else None
