@@ -156,9 +156,12 @@ def tensor_producers(graph: ModelGraph) -> dict[str, int]:
 
 
 def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
-    producer = tensor_producers(graph)
     blocked: set[int] = set()
-    for n in graph.running_nodes():
+    running = graph.running_nodes()
+    if not any(n.op_type == "Conv" for n in running):  # nothing to start a blocked island (transformers, MLPs)
+        return blocked
+    producer = tensor_producers(graph)
+    for n in running:
         if n.op_type != "Conv" and n.op_type not in _NCHWC_PASS:
             continue
         if not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
@@ -166,6 +169,8 @@ def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
         if n.op_type == "Conv":
             if _nchwc_conv(n, block):
                 blocked.add(n.index)
+            continue
+        if not blocked:  # a pass-through op needs a blocked input
             continue
         acts = [t for t in n.inputs if t.name and not t.is_weight and t.shape is not None]
         if not any(producer.get(t.name) in blocked for t in acts):
