@@ -268,7 +268,7 @@ def _static_nodes(graph: ModelGraph) -> np.ndarray:
             if not t.name or t.is_weight:
                 continue
             p = producer.get(t.name)
-            if p is None or not static[p]:
+            if p is None or p >= len(static) or not static[p]:  # a later producer: not known static yet
                 ok = False
                 break
         static.append(ok)
