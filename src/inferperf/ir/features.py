@@ -453,7 +453,7 @@ def _cost_breakdown(graph: ModelGraph) -> dict[str, float]:
         cat, kind = kinds[n.index]
         if kind is not None:
             macs[kind] += n.macs
-        nbytes = n.activation_bytes_read + n.weight_bytes + n.bytes_written
+        nbytes = n.bytes_read + n.bytes_written
         if cat in moved:
             moved[cat] += nbytes
         out_numel = 0

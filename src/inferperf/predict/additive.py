@@ -156,12 +156,9 @@ def tensor_producers(graph: ModelGraph) -> dict[str, int]:
 
 
 def _nchwc_blocked_nodes(graph: ModelGraph, block: int) -> set[int]:
-    blocked: set[int] = set()
-    running = graph.running_nodes()
-    if not any(n.op_type == "Conv" for n in running):  # nothing to start a blocked island (transformers, MLPs)
-        return blocked
     producer = tensor_producers(graph)
-    for n in running:
+    blocked: set[int] = set()
+    for n in graph.running_nodes():
         if n.op_type != "Conv" and n.op_type not in _NCHWC_PASS:
             continue
         if not n.outputs or n.outputs[0].shape is None or len(n.outputs[0].shape) != 4:
@@ -263,7 +260,7 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
         base = n.index * width
         cat, kind = kinds[n.index]
         c = _CATEGORY_INDEX[cat]
-        moved = (n.activation_bytes_read + n.weight_bytes + n.bytes_written) / 1e6
+        moved = (n.bytes_read + n.bytes_written) / 1e6
         at += (base + 1, base + o_n + c, base + o_mb - 1, base + o_mb + c)
         val += (1.0, 1.0, moved, moved)
         if kind == "recurrent" and recurrent_reread:

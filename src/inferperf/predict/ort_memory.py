@@ -324,12 +324,7 @@ def _steps(graph: ModelGraph, block: int, config: dict[str, Any] | None) -> tupl
     copies: dict[str, str] = {}  # tensor -> its copy in the other layout
     for nodes in sorted(kernels, key=lambda k: k[-1]):
         last = nodes_[nodes[-1]]
-        main = last
-        if len(nodes) > 1:  # the node doing the most MACs (the first such), as max() picks it
-            main = nodes_[nodes[0]]
-            for i in nodes[1:]:
-                if nodes_[i].macs > main.macs:
-                    main = nodes_[i]
+        main = nodes_[max(nodes, key=lambda i: nodes_[i].macs)] if len(nodes) > 1 else last
         in_blocked = main.index in blocked or last.index in blocked
         reads: list[str] = []
         for i in nodes:

@@ -91,39 +91,15 @@ def extract_kernels(
         raise ValueError(f"{n_nodes} nodes but {run.size} executed flags")
     if ei.size and (ei.min() < 0 or ei.max() >= n_nodes):
         raise ValueError(f"edge endpoint out of range 0..{n_nodes - 1}")
-    # union-find inlined over plain lists (the fusion rules call this for every graph they see): union by
-    # size, path halving; the groups come out as UnionFind.groups gives them, each ascending, ordered by
-    # their smallest member — nodes are visited in ascending order, so no sort is needed
+    uf = UnionFind(n_nodes)
+    # plain lists: a NumPy element read costs several times a list's, and this runs for every graph the fusion
+    # rules see
     src, dst, live = ei[0].tolist(), ei[1].tolist(), run.tolist()
-    parent = list(range(n_nodes))
-    size = [1] * n_nodes
     for k in np.flatnonzero(fused_a).tolist():
         a, b = src[k], dst[k]
-        if not (live[a] and live[b]):
-            continue
-        while parent[a] != a:
-            parent[a] = a = parent[parent[a]]
-        while parent[b] != b:
-            parent[b] = b = parent[parent[b]]
-        if a == b:
-            continue
-        if size[a] < size[b]:
-            a, b = b, a
-        parent[b] = a
-        size[a] += size[b]
-    groups: dict[int, list[int]] = {}
-    for v in range(n_nodes):
-        if not live[v]:
-            continue
-        r = v
-        while parent[r] != r:
-            parent[r] = r = parent[parent[r]]
-        found = groups.get(r)
-        if found is None:
-            groups[r] = [v]
-        else:
-            found.append(v)
-    return list(groups.values())
+        if live[a] and live[b]:
+            uf.union(a, b)
+    return uf.groups(v for v in range(n_nodes) if live[v])
 
 
 def kernel_assignment(n_nodes: int, kernels: Sequence[Sequence[int]]) -> np.ndarray:

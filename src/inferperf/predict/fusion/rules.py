@@ -116,8 +116,7 @@ class _View:
         """Exactly one consumer and not a graph output: fusing it away loses no tensor anyone reads."""
         single = self._single.get(i)
         if single is None:
-            dropped = self.dropped
-            single = self._single[i] = sum(1 for c in self.consumers.get(i, ()) if not dropped[c]) == 1 and not any(
+            single = self._single[i] = len(self.live_consumers(i)) == 1 and not any(
                 t.name in self.outputs for t in self.graph.nodes[i].outputs)
         return single
 
