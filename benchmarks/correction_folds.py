@@ -92,6 +92,12 @@ def main() -> int:
                 node_costs[key] = super()._fit_node_cost(samples)
             return node_costs[key]
 
+        def _fit_other_kernel_cost(self, samples: list[Any]) -> Any:
+            key = f"{self.fold}|{self.seed}|other"
+            if key not in node_costs:
+                node_costs[key] = super()._fit_other_kernel_cost(samples)
+            return node_costs[key]
+
     lat = TARGETS.index("latency_ms")
     results: dict[str, Any] = {}
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # first variant: per family (pred, true) latency

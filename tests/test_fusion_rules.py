@@ -244,3 +244,47 @@ def test_rule_kernel_summary_counts_the_kernels_ort_launches() -> None:
     unfused = dict(zip(RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary(g, {"opt_level": "disable"}), strict=True))
     assert unfused["rule_kernels:log_n"] == pytest.approx(np.log1p(5))  # nothing fused: one kernel per node
     assert unfused["rule_kernels:log_n_elementwise"] == pytest.approx(np.log1p(3))
+
+
+def test_runtime_patterns_fuse_silu_and_the_tanh_gelu_as_ort_does() -> None:
+    """Profiled on ORT: x·σ(x), x·σ(α·x) and GPT-2's tanh GELU each run as one kernel. The documented rules
+    (the nn-Meter baseline) leave them apart; with ``runtime_patterns`` the partition matches the profile."""
+    b = _B()
+    f32 = np.float32
+    m1 = b.n("MatMul", ["x", b.w("w1", 32, 32)], "mm1")
+    half = b.n("Mul", [m1, b.c("c_half", 0.5, f32)], "half")
+    cube = b.n("Pow", [m1, b.c("c_three", 3.0, f32)], "cube")
+    scaled = b.n("Mul", [cube, b.c("c_k", 0.044715, f32)], "scaled")
+    inner = b.n("Add", [m1, scaled], "inner")
+    pre = b.n("Mul", [inner, b.c("c_s2pi", 0.7978845608, f32)], "pre")
+    tanh = b.n("Tanh", [pre], "tanh")
+    one = b.n("Add", [tanh, b.c("c_one", 1.0, f32)], "one")
+    gelu = b.n("Mul", [half, one], "gelu")
+    m2 = b.n("MatMul", [gelu, b.w("w2", 32, 32)], "mm2")
+    sig = b.n("Sigmoid", [m2], "sig")
+    silu = b.n("Mul", [m2, sig], "silu")
+    m3 = b.n("MatMul", [silu, b.w("w3", 32, 32)], "mm3")
+    ax = b.n("Mul", [m3, b.c("c_alpha", 1.702, f32)], "ax")
+    sig2 = b.n("Sigmoid", [ax], "sig2")
+    out = b.n("Mul", [m3, sig2], "qgelu")
+    model = onnx.shape_inference.infer_shapes(h.make_model(
+        h.make_graph(b.nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32])],
+                     [h.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=b.inits),
+        opset_imports=[h.make_opsetid("", 17)]))
+    sample = profiled_sample(model, "toy_runtime_patterns", runs=3, warmup=1)
+    labels = graph_labels(sample)
+    g = sample.graph
+    measured = {frozenset(g.nodes[i].name for i in k.nodes): k.kernel_type for k in labels.kernels}
+    expected = {frozenset({"half", "cube", "scaled", "inner", "pre", "tanh", "one", "gelu"}): "FastGelu",
+                frozenset({"sig", "silu"}): "QuickGelu", frozenset({"ax", "sig2", "qgelu"}): "QuickGelu"}
+    for nodes, kind in expected.items():
+        assert measured.get(nodes) == kind, measured  # what ORT ran
+    runtime = RuleFusion(runtime_patterns=True).partition(g, sample.config)
+    documented = RuleFusion().partition(g, sample.config)
+    ran = dict(zip((frozenset(g.nodes[i].name for i in k) for k in runtime.kernels), runtime.kernel_types,
+                   strict=True))
+    for nodes, kind in expected.items():
+        assert ran.get(nodes) == kind, ran
+    ok = np.isfinite(labels.edge_fused)
+    assert (runtime.edge_fused[ok] == (labels.edge_fused[ok] > 0.5)).all()
+    assert not (documented.edge_fused[ok] == (labels.edge_fused[ok] > 0.5)).all()

@@ -14,9 +14,12 @@ from inferperf.predict.base import Predictor
 from inferperf.predict.node_cost import (
     NODE_COST_FEATURE_NAMES,
     NodeCostModel,
+    OtherKernelCostModel,
     compute_nodes,
     graph_node_features,
     node_cost_examples,
+    other_kernel_examples,
+    other_kernels,
 )
 from inferperf.predict.synthetic import synthetic_dataset
 
@@ -40,11 +43,16 @@ def _with_kernels(ds: GraphDataset) -> GraphDataset:
         for i, n in enumerate(s.graph.nodes):
             if n.is_constant:
                 continue
-            ms = _law_ms(n, kinds[n.index]) if n.index in kinds else 0.001
+            ms = _law_ms(n, kinds[n.index]) if n.index in kinds else _other_law_ms([n])
             kernels.append({"ordinal": i, "name": n.name, "op_type": n.op_type, "kernel_type": n.op_type,
                             "duration_ms": ms, "covered_nodes": [n.name]})
         out.append(dataclasses.replace(s, kernels=kernels))
     return GraphDataset(out, name="synthetic-profiled")
+
+
+def _other_law_ms(nodes: list) -> float:
+    """A non-compute kernel: 2 µs to launch, then its bytes at 20 GB/s."""
+    return 0.002 + sum(n.bytes_read + n.bytes_written for n in nodes) / 20e6
 
 
 def _truth(ds: GraphDataset) -> np.ndarray:
@@ -124,6 +132,12 @@ def test_additive_gbm_round_trip_with_node_cost(profiled, tmp_path) -> None:  # 
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(PredictorError, match="train it again"):
         Predictor.load(art)
+    assert model.other_kernel_cost_.fitted and off.other_kernel_cost_ is None
+    meta["state"]["node_cost"]["version"] = model.node_cost_.state()["version"]
+    meta["state"]["other_kernel_cost"]["version"] = 0
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(PredictorError, match="train it again"):
+        Predictor.load(art)
 
 
 def test_remembered_corrections_follow_the_config_not_the_dict_object() -> None:
@@ -140,3 +154,43 @@ def test_remembered_corrections_follow_the_config_not_the_dict_object() -> None:
     assert two.latency_ms == pytest.approx(fresh.latency_ms, rel=1e-12)
     assert two.latency_ms != pytest.approx(one.latency_ms, rel=1e-3)
     assert two.breakdown["correction_factor"] == pytest.approx(fresh.breakdown["correction_factor"], rel=1e-12)
+
+
+def test_other_kernel_examples_are_the_profiled_kernels_without_a_compute_node(profiled) -> None:  # noqa: ANN001
+    runs = list(profiled)[:20]
+    x, types, y = other_kernel_examples(runs)
+    expected = sum(1 for s in runs for n in s.graph.nodes
+                   if not n.is_constant and n.index not in dict(compute_nodes(s.graph)))
+    assert len(y) == len(types) == len(x) == expected > 0
+    assert np.isfinite(x).all() and not any(t.startswith(("Conv", "Gemm", "MatMul")) for t in types)
+    # the rules' kernels of a graph hold no compute node either, and there is one feature row per kernel
+    g = runs[0].graph
+    kinds, rows = other_kernels(g)
+    assert len(kinds) == len(rows) and not any(t.startswith(("Conv", "Gemm", "MatMul")) for t in kinds)
+
+
+def test_other_kernel_cost_learns_the_bytes_law_and_sums_the_rules_kernels(profiled) -> None:  # noqa: ANN001
+    from inferperf.predict.fusion.rules import rule_partition
+
+    train, test = profiled.random_split(seed=0, fractions=(0.7, 0.3))
+    model = OtherKernelCostModel(min_examples=50).fit(train)
+    assert model.fitted and model.n_examples_ > 50
+    pred = model.graph_ms([s.graph for s in test], [s.config for s in test])
+    truth = []
+    for s in test:
+        part = rule_partition(s.graph, "all", runtime_patterns=True)
+        compute = dict(compute_nodes(s.graph))
+        truth.append(sum(_other_law_ms([s.graph.nodes[i] for i in k]) for k in part.kernels
+                         if not any(i in compute for i in k)))
+    truth = np.array(truth)
+    has = truth > 0  # graphs whose kernels all hold a compute node predict 0
+    assert (pred[~has] == 0).all() and has.sum() > 10
+    pred, truth = pred[has], truth[has]
+    err = np.mean(np.abs(pred / truth - 1))
+    # one price per kernel, fitted on the same training kernels, cannot say that bytes cost
+    _, _, y = other_kernel_examples(train)
+    counts = np.array([len(other_kernels(s.graph)[0]) for s in test])[has]
+    flat = np.mean(np.abs(np.exp(np.median(y)) * counts / truth - 1))
+    assert err < 0.15 and err < 0.5 * flat, (err, flat)
+    unfitted = OtherKernelCostModel(min_examples=10**9).fit(train)
+    assert not unfitted.fitted and np.isnan(unfitted.graph_ms([s.graph for s in test], [s.config for s in test])).all()

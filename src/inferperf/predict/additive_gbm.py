@@ -46,12 +46,21 @@ from inferperf.predict.additive import LATENCY_COLUMNS, AdditivePredictor, nchwc
 from inferperf.predict.base import TARGETS, PredictorError, log_labels, register
 from inferperf.predict.features import TABULAR_FEATURE_NAMES, static_matrix, tabular_matrix
 from inferperf.predict.fusion.rules import RULE_KERNEL_SUMMARY_NAMES, rule_kernel_summary
-from inferperf.predict.node_cost import NODE_COST_FEATURE_NAMES, NODE_COST_VERSION, NodeCostModel, graph_node_features
+from inferperf.predict.node_cost import (
+    NODE_COST_FEATURE_NAMES,
+    NODE_COST_VERSION,
+    OTHER_KERNEL_COST_VERSION,
+    NodeCostModel,
+    OtherKernelCostModel,
+    graph_node_features,
+    other_kernels,
+)
 from inferperf.predict.ort_memory import ort_memory
 
 #: inputs the memory correction does not read: a compute node's duration says nothing of the heap (with them
 #: memory LOFO went 9.79% -> 10.00%); latency and energy (time × power) read them
-TIME_ONLY_FEATURES: tuple[str, ...] = ("log_node_cost_ms", "log_node_cost_over_additive")
+TIME_ONLY_FEATURES: tuple[str, ...] = ("log_node_cost_ms", "log_node_cost_over_additive", "log_kernel_cost_ms",
+                                       "log_kernel_cost_over_additive", "log_other_kernel_ms", "other_kernel_share")
 #: inputs only the memory correction reads: the simulated ONNX Runtime footprint
 #: (:func:`~inferperf.predict.ort_memory.ort_memory`) — where the arena sits between two of its doubling steps
 #: is what the priced sum cannot say
@@ -167,7 +176,7 @@ class AdditiveGBMPredictor(AdditivePredictor):
     def _derived_keys(self) -> tuple[str, ...]:
         return (*super()._derived_keys(), "static", "rule_summary", "conv_shape",
                 *(("ort_memory",) if self.arena else ()),
-                *(("node_cost_features",) if self.node_cost else ()))
+                *(("node_cost_features", "other_kernels") if self.node_cost else ()))
 
     def _derive(self, graph: ModelGraph, config: dict[str, Any], device: dict[str, Any]) -> None:
         super()._derive(graph, config, device)
@@ -178,6 +187,7 @@ class AdditiveGBMPredictor(AdditivePredictor):
             ort_memory(graph, nchwc_block(device))
         if self.node_cost:
             graph_node_features(graph, nchwc_block(device))
+            other_kernels(graph, str(config.get("opt_level", "all")))
 
     def _correction_matrix(
         self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]
@@ -196,9 +206,18 @@ class AdditiveGBMPredictor(AdditivePredictor):
                    else np.zeros((0, len(RULE_KERNEL_SUMMARY_NAMES))))
         model = getattr(self, "node_cost_", None)
         node_ms = model.graph_ms(graphs, configs, devices) if model is not None else np.full(len(graphs), np.nan)
+        other = getattr(self, "other_kernel_cost_", None)
+        other_ms = other.graph_ms(graphs, configs) if other is not None else np.full(len(graphs), np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_node = np.where(node_ms > 0, np.log(np.maximum(node_ms, 1e-12)), np.nan)
-            node = np.column_stack([log_node, log_node - np.log(additive_ms)]) if graphs else np.zeros((0, 2))
+            # the kernel sum, compute and other kernels together: the correction needs the total (its trees
+            # cannot add two logs), and the other kernels' own size and share
+            kernel_ms = node_ms + other_ms
+            log_kernel = np.where(kernel_ms > 0, np.log(np.maximum(kernel_ms, 1e-12)), np.nan)
+            log_other = np.where(other_ms > 0, np.log(np.maximum(other_ms, 1e-12)), np.nan)
+            node = (np.column_stack([log_node, log_node - np.log(additive_ms), log_kernel,
+                                     log_kernel - np.log(additive_ms), log_other, other_ms / kernel_ms])
+                    if graphs else np.zeros((0, len(TIME_ONLY_FEATURES))))
         return np.concatenate(
             [tabular_matrix(graphs, configs, devices), shares, np.log(np.maximum(lat, 1e-9)), kernels,
              np.stack([conv_shape_features(g) for g in graphs]) if graphs
@@ -213,6 +232,8 @@ class AdditiveGBMPredictor(AdditivePredictor):
         super()._fit(train, dev)  # the prices
         samples = list(train)
         self.node_cost_: NodeCostModel | None = self._fit_node_cost(samples) if self.node_cost else None
+        self.other_kernel_cost_: OtherKernelCostModel | None = (self._fit_other_kernel_cost(samples) if self.node_cost
+                                                                 else None)
         graphs, configs, devices = [s.graph for s in samples], [s.config for s in samples], [s.device for s in samples]
         residual = log_labels(train) - AdditivePredictor._predict_log(self, graphs, configs, devices)
         x = self._correction_matrix(graphs, configs, devices)
@@ -238,6 +259,10 @@ class AdditiveGBMPredictor(AdditivePredictor):
         experiment that varies only the correction can fit it once per training set:
         ``benchmarks/correction_folds.py``)."""
         return NodeCostModel(seed=self.seed).fit(samples)
+
+    def _fit_other_kernel_cost(self, samples: list[Any]) -> OtherKernelCostModel:
+        """The non-compute kernels' cost model (its own method for the same reason as :meth:`_fit_node_cost`)."""
+        return OtherKernelCostModel(seed=self.seed).fit(samples)
 
     def _corrections(
         self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]], devices: Sequence[dict[str, Any]]
@@ -294,12 +319,15 @@ class AdditiveGBMPredictor(AdditivePredictor):
             name = f"correction-{target}.txt"
             booster.save_model(str(directory / name))
             files[target] = name
-        node_cost = None
+        node_cost = other_cost = None
         if self.node_cost_ is not None:
             self.node_cost_.save(directory / "node-cost.txt")
             node_cost = {**self.node_cost_.state(), "file": "node-cost.txt"}
+        if getattr(self, "other_kernel_cost_", None) is not None:
+            self.other_kernel_cost_.save(directory / "other-kernel-cost.txt")
+            other_cost = {**self.other_kernel_cost_.state(), "file": "other-kernel-cost.txt"}
         return {**state, "correction_files": files, "correction_features": list(CORRECTION_FEATURE_NAMES),
-                "node_cost": node_cost}
+                "node_cost": node_cost, "other_kernel_cost": other_cost}
 
     def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
         import lightgbm as lgb
@@ -323,3 +351,13 @@ class AdditiveGBMPredictor(AdditivePredictor):
                 )
             self.node_cost_ = NodeCostModel.load(directory / node_cost["file"] if node_cost.get("fitted") else None,
                                                  node_cost)
+        other = state.get("other_kernel_cost")
+        self.other_kernel_cost_ = None
+        if other:
+            if int(other.get("version") or 0) != OTHER_KERNEL_COST_VERSION:
+                raise PredictorError(
+                    f"{directory}: this additive-gbm artifact's other-kernel cost model is of another version; "
+                    "train it again (inferperf train --predictor additive-gbm)"
+                )
+            self.other_kernel_cost_ = OtherKernelCostModel.load(
+                directory / other["file"] if other.get("fitted") else None, other)
