@@ -21,7 +21,12 @@ residuals over the training runs, and ``x`` is
 - how many kernels ORT's fusion rules say the graph launches, in total, per running node and per kind
   (:func:`~inferperf.predict.fusion.rules.rule_kernel_summary`): a runtime dispatches kernels, not nodes
   (leave-family-out 12.5% → 12.0%; GPT-2, OPT, GPT-Neo 4–5 points better).
-- the shapes the dense-convolution MACs come in (:func:`conv_shape_features`, latency and energy only).
+- the shapes the dense-convolution MACs come in (:func:`conv_shape_features`, latency and energy only);
+- the learned kernel costs (latency and energy only): the summed cost of the compute nodes
+  (:class:`~inferperf.predict.node_cost.NodeCostModel`, session 8: 12.0% → 11.5%) and of the kernels the
+  fusion rules say run without one — element-wise, normalisation, softmax, layout
+  (:class:`~inferperf.predict.node_cost.OtherKernelCostModel`) — their total, and the other kernels' share
+  (session 15: 11.09% → 10.58% on the point models of the evaluator's folds).
 
 The residuals are in-sample residuals of the additive fit: with ~45 prices per (device, threads) group and
 thousands of runs, in- and out-of-sample residuals agree, and cross-fitting would cost five fits. Memory is

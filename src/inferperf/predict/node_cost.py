@@ -145,12 +145,12 @@ def node_cost_examples(samples: Iterable[Sample]) -> tuple[np.ndarray, np.ndarra
     return np.vstack(xs), np.concatenate(ys)
 
 
-class NodeCostModel:
-    """LightGBM on :data:`NODE_COST_FEATURE_NAMES` → log kernel ms; :meth:`graph_ms` sums it over a graph.
+class _SummedKernelCost:
+    """What the two kernel cost models share: a LightGBM regressor of log kernel ms, fitted only with at least
+    ``min_examples`` profiled kernels (else :meth:`graph_ms` is NaN and the correction treats the input as
+    missing), summed per graph, saved as the booster's text file.
 
-    Huber loss in log space: a kernel the profiler timed during a disturbance does not pull the fit. With
-    fewer than ``min_examples`` profiled kernels the model stays unfitted and :meth:`graph_ms` returns NaN
-    (the correction then treats the feature as missing)."""
+    Huber loss in log space: a kernel the profiler timed during a disturbance does not pull the fit."""
 
     def __init__(self, *, n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 31,
                  min_examples: int = 200, seed: int = 0) -> None:
@@ -162,22 +162,55 @@ class NodeCostModel:
         self.booster_: Any = None
         self.n_examples_ = 0
 
-    def fit(self, samples: Iterable[Sample]) -> NodeCostModel:
+    @property
+    def fitted(self) -> bool:
+        return self.booster_ is not None
+
+    def _train(self, x: np.ndarray, y: np.ndarray, categorical: Sequence[int] = ()) -> None:
         import lightgbm as lgb
 
-        x, y = node_cost_examples(samples)
         self.n_examples_ = len(y)
         self.booster_ = None
         if len(y) >= self.min_examples:
             params = {"objective": "huber", "alpha": 0.3, "learning_rate": self.learning_rate,
                       "num_leaves": self.num_leaves, "min_child_samples": 20, "num_threads": 1,
                       "seed": self.seed, "verbosity": -1, "deterministic": True, "force_row_wise": True}
-            self.booster_ = lgb.train(params, lgb.Dataset(x, y), num_boost_round=self.n_estimators)
-        return self
+            self.booster_ = lgb.train(params, lgb.Dataset(x, y, categorical_feature=list(categorical) or "auto"),
+                                      num_boost_round=self.n_estimators)
 
-    @property
-    def fitted(self) -> bool:
-        return self.booster_ is not None
+    def _summed(self, parts: list[np.ndarray], n_graphs: int) -> np.ndarray:
+        """[n_graphs] the predicted ms of each graph's rows (``parts[i]``: graph i's rows), summed."""
+        x_all = np.vstack(parts) if parts else np.zeros((0, 0))
+        if not len(x_all):
+            return np.zeros(n_graphs)
+        # a network repeats its layers: 500 synthetic graphs had 398 distinct compute-node rows among 15,963,
+        # and the trees cost ~11 µs a row where the de-duplication costs ~0.2
+        # (rows compared as raw bytes: 9x faster than np.unique(axis=0)'s column-wise sort)
+        x_all = np.ascontiguousarray(x_all, dtype=np.float64)
+        keys = x_all.view(np.dtype((np.void, x_all.shape[1] * 8))).ravel()
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        ms = np.exp(self.booster_.predict(x_all[first]))[inverse.reshape(-1)]
+        owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+        return np.bincount(owner, weights=ms, minlength=n_graphs)
+
+    def save(self, path: str | Path) -> None:
+        if self.booster_ is not None:
+            self.booster_.save_model(str(path))
+
+    def _load_booster(self, path: str | Path | None, state: dict[str, Any]) -> None:
+        import lightgbm as lgb
+
+        self.n_examples_ = int(state.get("n_examples") or 0)
+        if state.get("fitted") and path is not None:
+            self.booster_ = lgb.Booster(model_file=str(path))
+
+
+class NodeCostModel(_SummedKernelCost):
+    """LightGBM on :data:`NODE_COST_FEATURE_NAMES` → log kernel ms; :meth:`graph_ms` sums it over a graph."""
+
+    def fit(self, samples: Iterable[Sample]) -> NodeCostModel:
+        self._train(*node_cost_examples(samples))
+        return self
 
     def graph_ms(self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]],
                  devices: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -185,32 +218,10 @@ class NodeCostModel:
         NaN for all when the model is not fitted)."""
         from inferperf.predict.additive import nchwc_block
 
-        out = np.full(len(graphs), np.nan)
         if not self.fitted or not len(graphs):
-            return out
-        parts, owner = [], []
-        for i, (g, c, d) in enumerate(zip(graphs, configs, devices, strict=True)):
-            _, x = graph_node_features(g, nchwc_block(d))
-            parts.append(_with_threads(x, c))
-            owner.append(np.full(len(x), i))
-        x_all = np.vstack(parts)
-        owner_all = np.concatenate(owner)
-        if len(x_all):
-            # a network repeats its layers: 500 synthetic graphs had 398 distinct compute-node rows among 15,963,
-            # and the trees cost ~11 µs a row where the de-duplication costs ~0.2
-            # (rows compared as raw bytes: 9x faster than np.unique(axis=0)'s column-wise sort)
-            x_all = np.ascontiguousarray(x_all, dtype=np.float64)
-            keys = x_all.view(np.dtype((np.void, x_all.shape[1] * 8))).ravel()
-            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-            ms = np.exp(self.booster_.predict(x_all[first]))[inverse.reshape(-1)]
-        else:
-            ms = np.zeros(0)
-        out[:] = np.bincount(owner_all, weights=ms, minlength=len(graphs)) if len(x_all) else 0.0
-        return out
-
-    def save(self, path: str | Path) -> None:
-        if self.booster_ is not None:
-            self.booster_.save_model(str(path))
+            return np.full(len(graphs), np.nan)
+        return self._summed([_with_threads(graph_node_features(g, nchwc_block(d))[1], c)
+                             for g, c, d in zip(graphs, configs, devices, strict=True)], len(graphs))
 
     def state(self) -> dict[str, Any]:
         return {"version": NODE_COST_VERSION, "features": list(NODE_COST_FEATURE_NAMES),
@@ -218,19 +229,15 @@ class NodeCostModel:
 
     @classmethod
     def load(cls, path: str | Path | None, state: dict[str, Any]) -> NodeCostModel:
-        import lightgbm as lgb
-
         model = cls()
-        model.n_examples_ = int(state.get("n_examples") or 0)
-        if state.get("fitted") and path is not None:
-            model.booster_ = lgb.Booster(model_file=str(path))
+        model._load_booster(path, state)
         return model
 
 
 # ============================================================================================== other kernels
-#: what :class:`OtherKernelCostModel` reads per kernel: the kernel features of the nn-Meter regressors, the rule
-#: type (a categorical code) and the thread count
-OTHER_KERNEL_FEATURE_NAMES: tuple[str, ...] = ("kernel_type", "log2_threads")  # after KERNEL_FEATURE_NAMES
+#: what :class:`OtherKernelCostModel` reads per kernel after the kernel features of the nn-Meter regressors
+#: (``KERNEL_FEATURE_NAMES``): the thread count and the rule type (a categorical code)
+OTHER_KERNEL_FEATURE_NAMES: tuple[str, ...] = ("log2_threads", "kernel_type")
 OTHER_KERNEL_COST_VERSION = 1
 
 
@@ -288,7 +295,7 @@ def other_kernel_examples(samples: Iterable[Sample]) -> tuple[np.ndarray, list[s
     return np.vstack(xs), types, np.concatenate(ys)
 
 
-class OtherKernelCostModel:
+class OtherKernelCostModel(_SummedKernelCost):
     """LightGBM on the kernel features of non-compute kernels (type as a category) → log kernel ms;
     :meth:`graph_ms` sums it over the kernels the rules predict for a graph.
 
@@ -301,65 +308,30 @@ class OtherKernelCostModel:
     handed over (:meth:`AdditiveGBMPredictor._correction_matrix`). A kernel type never seen in training is a
     missing category (the trees' default side)."""
 
-    def __init__(self, *, n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 31,
-                 min_examples: int = 200, seed: int = 0) -> None:
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_examples = min_examples
-        self.seed = seed
-        self.booster_: Any = None
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.types_: list[str] = []
-        self.n_examples_ = 0
-
-    @property
-    def fitted(self) -> bool:
-        return self.booster_ is not None
 
     def _codes(self, types: Sequence[str]) -> np.ndarray:
         index = {t: float(i) for i, t in enumerate(self.types_)}
         return np.array([index.get(t, np.nan) for t in types], dtype=np.float64)
 
     def fit(self, samples: Iterable[Sample]) -> OtherKernelCostModel:
-        import lightgbm as lgb
-
         x, types, y = other_kernel_examples(samples)
-        self.n_examples_ = len(y)
-        self.booster_ = None
         self.types_ = sorted(set(types))
-        if len(y) >= self.min_examples:
-            params = {"objective": "huber", "alpha": 0.3, "learning_rate": self.learning_rate,
-                      "num_leaves": self.num_leaves, "min_child_samples": 20, "num_threads": 1,
-                      "seed": self.seed, "verbosity": -1, "deterministic": True, "force_row_wise": True}
-            rows = np.column_stack([x, self._codes(types)])
-            self.booster_ = lgb.train(params, lgb.Dataset(rows, y, categorical_feature=[rows.shape[1] - 1]),
-                                      num_boost_round=self.n_estimators)
+        self._train(np.column_stack([x, self._codes(types)]), y, categorical=[x.shape[1]])
         return self
 
     def graph_ms(self, graphs: Sequence[ModelGraph], configs: Sequence[dict[str, Any]]) -> np.ndarray:
         """[n] the summed predicted duration of each graph's non-compute kernels (ms; 0 for a graph without
         any, NaN for all when the model is not fitted)."""
-        out = np.full(len(graphs), np.nan)
         if not self.fitted or not len(graphs):
-            return out
-        parts, owner = [], []
-        for i, (g, c) in enumerate(zip(graphs, configs, strict=True)):
+            return np.full(len(graphs), np.nan)
+        parts = []
+        for g, c in zip(graphs, configs, strict=True):
             types, x = other_kernels(g, str(c.get("opt_level", "all")))
-            parts.append(np.column_stack([x, np.full(len(x), _l2(_threads(c))), self._codes(types)]))
-            owner.append(np.full(len(x), i))
-        x_all = np.vstack(parts)
-        if not len(x_all):
-            return np.zeros(len(graphs))
-        # repeated layers repeat their kernels: predict each distinct row once (as NodeCostModel.graph_ms)
-        x_all = np.ascontiguousarray(x_all, dtype=np.float64)
-        keys = x_all.view(np.dtype((np.void, x_all.shape[1] * 8))).ravel()
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        ms = np.exp(self.booster_.predict(x_all[first]))[inverse.reshape(-1)]
-        return np.bincount(np.concatenate(owner), weights=ms, minlength=len(graphs))
-
-    def save(self, path: str | Path) -> None:
-        if self.booster_ is not None:
-            self.booster_.save_model(str(path))
+            parts.append(np.column_stack([_with_threads(x, c), self._codes(types)]))
+        return self._summed(parts, len(graphs))
 
     def state(self) -> dict[str, Any]:
         from inferperf.predict.fusion.rules import KERNEL_FEATURE_NAMES
@@ -369,11 +341,7 @@ class OtherKernelCostModel:
 
     @classmethod
     def load(cls, path: str | Path | None, state: dict[str, Any]) -> OtherKernelCostModel:
-        import lightgbm as lgb
-
         model = cls()
-        model.n_examples_ = int(state.get("n_examples") or 0)
+        model._load_booster(path, state)
         model.types_ = list(state.get("types") or [])
-        if state.get("fitted") and path is not None:
-            model.booster_ = lgb.Booster(model_file=str(path))
         return model
