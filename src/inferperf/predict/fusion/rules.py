@@ -65,6 +65,15 @@ class RulePartition:
     edge_fused: np.ndarray
 
 
+def _dropped(graph: ModelGraph) -> np.ndarray:
+    """[N] bool: nodes that run in no kernel — constant-folded, or eliminated (Identity, Dropout)."""
+    dropped = static_nodes(graph).copy()
+    for node in graph.nodes:
+        if node.op_type in ELIMINATED_OPS and node.domain in ("", "ai.onnx"):
+            dropped[node.index] = True
+    return dropped
+
+
 class _View:
     """Producer/consumer look-ups over a ModelGraph."""
 
@@ -174,12 +183,8 @@ class RuleFusion:
             kernels = [[i] for i in range(n)]
             return RulePartition(executed, kernels, [rule_kernel_type(graph, k) for k in kernels],
                                  np.zeros(ei.shape[1], dtype=bool))
-        static = static_nodes(graph)
-        dropped = static.copy()
-        for node in graph.nodes:
-            if node.op_type in ELIMINATED_OPS and node.domain in ("", "ai.onnx"):
-                dropped[node.index] = True
-        v = _View(graph, dropped)
+        v = graph.derived(("rule_view",), lambda: _View(graph, _dropped(graph)))  # shared by both rule sets
+        dropped = np.array(v.dropped, dtype=bool)
         dropped_list = v.dropped
         joins: list[tuple[int, int]] = []
         chain: dict[int, tuple[str, int]] = {}  # node -> (kernel kind, stage) of the kernel it ends
