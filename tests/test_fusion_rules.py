@@ -13,8 +13,9 @@ from onnx import numpy_helper as nh
 
 from inferperf.ir.build import build_graph
 from inferperf.predict.fusion.data import graph_labels, profiled_sample, static_nodes
-from inferperf.predict.fusion.rules import RuleFusion, rule_kernel_type
+from inferperf.predict.fusion.rules import RuleFusion, rule_kernel_type, rule_partition
 from inferperf.predict.fusion.toy import toy_model
+from inferperf.predict.synthetic import synthetic_dataset
 
 os.environ.setdefault("TMPDIR", "/tmp")
 
@@ -288,3 +289,22 @@ def test_runtime_patterns_fuse_silu_and_the_tanh_gelu_as_ort_does() -> None:
     ok = np.isfinite(labels.edge_fused)
     assert (runtime.edge_fused[ok] == (labels.edge_fused[ok] > 0.5)).all()
     assert not (documented.edge_fused[ok] == (labels.edge_fused[ok] > 0.5)).all()
+
+
+def test_runtime_partition_is_the_documented_one_where_no_runtime_pattern_can_start() -> None:
+    """A graph without Sigmoid or Tanh gets one partition for both rule sets (computed once); with a SiLU the
+    two differ."""
+    plain = synthetic_dataset(per_family=3, batches=(1,), seed=4)
+    without = next(s.graph for s in plain if not {"Sigmoid", "Tanh"} & {n.op_type for n in s.graph.nodes})
+    assert rule_partition(without, "all", runtime_patterns=True) is rule_partition(without, "all")
+    b = _B()
+    m = b.n("MatMul", ["x", b.w("w1", 16, 16)], "mm")
+    sig = b.n("Sigmoid", [m], "sig")
+    out = b.n("Mul", [m, sig], "silu")
+    model = onnx.shape_inference.infer_shapes(h.make_model(
+        h.make_graph(b.nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
+                     [h.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=b.inits),
+        opset_imports=[h.make_opsetid("", 17)]))
+    g = build_graph(model)
+    runtime, documented = rule_partition(g, "all", runtime_patterns=True), rule_partition(g, "all")
+    assert runtime is not documented and len(runtime.kernels) < len(documented.kernels)

@@ -354,6 +354,7 @@ class RuleFusion:
 #: runtime's undocumented element-wise fusions
 _PATTERN_STARTS = frozenset({"Erf", "ReduceMean"})
 _RUNTIME_PATTERN_STARTS = _PATTERN_STARTS | {"Sigmoid", "Tanh"}
+_RUNTIME_ONLY_STARTS = _RUNTIME_PATTERN_STARTS - _PATTERN_STARTS
 
 
 def _quick_gelu(v: _View, i: int, claimed: set[int]) -> list[int]:
@@ -562,6 +563,9 @@ def _in_group(kernel_type: str, group: str) -> bool:
 def rule_partition(graph: ModelGraph, opt_level: str = "all", runtime_patterns: bool = False) -> RulePartition:
     """:meth:`RuleFusion.partition` memoised on the graph object per opt level and rule set (the kernel summary
     and the memory simulation both read it)."""
+    if runtime_patterns and not any(n.qualified_type in _RUNTIME_ONLY_STARTS for n in graph.nodes):
+        # no node can start a runtime-only pattern: the partitions are the same, compute it once
+        runtime_patterns = False
     key = ("rule_partition", str(opt_level), *(("runtime",) if runtime_patterns else ()))
     return graph.derived(key, lambda: RuleFusion(runtime_patterns).partition(graph, {"opt_level": str(opt_level)}))
 
