@@ -38,10 +38,17 @@ class _B:
         self.nodes.append(h.make_node(op, ins, [out], name=out, **attrs))
         return out
 
-    def graph(self, x_shape: list[int], out: str):  # noqa: ANN201
+    def _proto(self, x_shape: list[int], out: str) -> onnx.ModelProto:
         g = h.make_graph(self.nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                          [h.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=self.inits)
-        return build_graph(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), "g", infer=True)
+        return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+    def model(self, x_shape: list[int], out: str) -> onnx.ModelProto:
+        """The ONNX model with inferred shapes (what a profiled run takes)."""
+        return onnx.shape_inference.infer_shapes(self._proto(x_shape, out))
+
+    def graph(self, x_shape: list[int], out: str):  # noqa: ANN201
+        return build_graph(self._proto(x_shape, out), "g", infer=True)
 
 
 def _kernels_by_name(graph, part) -> list[tuple[set[str], str]]:  # noqa: ANN001
@@ -215,10 +222,7 @@ def test_rule_types_name_fused_patterns_and_layout_changes_as_ort_does() -> None
     t1 = b.n("Transpose", [r1], "t1", perm=[0, 2, 1, 3])
     r2 = b.n("Reshape", [t1, b.c("s2", [1, 16, 64])], "r2")
     out = b.n("Transpose", [r2], "t2", perm=[0, 2, 1])
-    model = onnx.shape_inference.infer_shapes(h.make_model(
-        h.make_graph(b.nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
-                     [h.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=b.inits),
-        opset_imports=[h.make_opsetid("", 17)]))
+    model = b.model([1, 16, 8, 8], out)
     sample = profiled_sample(model, "toy_layout", runs=3, warmup=1)
     labels = graph_labels(sample)
     types = {labels.kernels[i].kernel_type for i in range(len(labels.kernels))}
@@ -268,10 +272,7 @@ def test_runtime_patterns_fuse_silu_and_the_tanh_gelu_as_ort_does() -> None:
     ax = b.n("Mul", [m3, b.c("c_alpha", 1.702, f32)], "ax")
     sig2 = b.n("Sigmoid", [ax], "sig2")
     out = b.n("Mul", [m3, sig2], "qgelu")
-    model = onnx.shape_inference.infer_shapes(h.make_model(
-        h.make_graph(b.nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32])],
-                     [h.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=b.inits),
-        opset_imports=[h.make_opsetid("", 17)]))
+    model = b.model([1, 8, 32], out)
     sample = profiled_sample(model, "toy_runtime_patterns", runs=3, warmup=1)
     labels = graph_labels(sample)
     g = sample.graph
@@ -301,10 +302,6 @@ def test_runtime_partition_is_the_documented_one_where_no_runtime_pattern_can_st
     m = b.n("MatMul", ["x", b.w("w1", 16, 16)], "mm")
     sig = b.n("Sigmoid", [m], "sig")
     out = b.n("Mul", [m, sig], "silu")
-    model = onnx.shape_inference.infer_shapes(h.make_model(
-        h.make_graph(b.nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
-                     [h.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=b.inits),
-        opset_imports=[h.make_opsetid("", 17)]))
-    g = build_graph(model)
+    g = b.graph([1, 4, 16], out)
     runtime, documented = rule_partition(g, "all", runtime_patterns=True), rule_partition(g, "all")
     assert runtime is not documented and len(runtime.kernels) < len(documented.kernels)

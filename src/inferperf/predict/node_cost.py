@@ -273,13 +273,13 @@ def other_kernel_examples(samples: Iterable[Sample]) -> tuple[np.ndarray, list[s
         labels = graph_labels(s)
         if labels is not None:
             compute_idx = {i for i, _ in compute_nodes(s.graph)}
-            threads = _l2(_threads(s.config))
             for k in labels.kernels:
                 if k.nodes and k.duration_ms > 0 and compute_idx.isdisjoint(k.nodes):
-                    rows.append(np.append(kernel_features(s.graph, k.nodes), threads))
+                    rows.append(kernel_features(s.graph, k.nodes))
                     types.append(rule_kernel_type(s.graph, k.nodes))
                     ys.append(math.log(k.duration_ms))
-        return np.array(rows, dtype=np.float64).reshape(len(rows), width), types, np.array(ys)
+        x = np.array(rows, dtype=np.float64).reshape(len(rows), width - 1)
+        return _with_threads(x, s.config), types, np.array(ys)
 
     xs, types, ys = [], [], []
     for s in samples:

@@ -167,7 +167,8 @@ class RuleFusion:
     list — x·σ(αx) → QuickGelu and the tanh GELU → FastGelu (``QuickGeluFusion`` / ``FastGeluFusion`` in
     ORT's graph transformers). Off for the nn-Meter baseline (a rule writer working from the documentation
     misses them, which is what the learned partition is measured against); on where the rules describe what
-    the runtime launches for a cost model (:func:`rule_kernel_summary`): on the reference profiles they
+    the runtime launches for a cost model (:func:`~inferperf.predict.node_cost.other_kernels`): on the
+    reference profiles they
     raise the rules' edge agreement from 92.5% to 95.0% (EfficientNet 80 → 96%, GPT-2 81 → 94%, ALBERT
     83 → 95%, GPT-Neo 84 → 100%)."""
 
@@ -562,7 +563,7 @@ def _in_group(kernel_type: str, group: str) -> bool:
 
 def rule_partition(graph: ModelGraph, opt_level: str = "all", runtime_patterns: bool = False) -> RulePartition:
     """:meth:`RuleFusion.partition` memoised on the graph object per opt level and rule set (the kernel summary
-    and the memory simulation both read it)."""
+    and the memory simulation read the documented one, the other-kernel cost the runtime one)."""
     if runtime_patterns and not any(n.qualified_type in _RUNTIME_ONLY_STARTS for n in graph.nodes):
         # no node can start a runtime-only pattern: the partitions are the same, compute it once
         runtime_patterns = False
