@@ -73,9 +73,32 @@ def test_conv_bn_relu_and_residual_add_relu() -> None:
     g = b.graph([1, 3, 8, 8], out)
     part = RuleFusion().partition(g)
     assert _kernel_of(g, part, "conv1") == ({"conv1", "bn", "relu1"}, "Conv+Relu")
-    # the residual Add joins the conv produced last (conv2), never the earlier branch
+    # the residual Add joins the conv (conv2), never the branch that already ends in an activation
     assert _kernel_of(g, part, "conv2") == ({"conv2", "add", "relu2"}, "Conv+Add+Relu")
     assert part.executed.all()
+
+
+@pytest.mark.parametrize("main_first", [True, False])
+def test_residual_add_of_two_convs_joins_its_first_operand_as_ort_does(main_first: bool) -> None:
+    """Profiled on ORT: a bottleneck's residual Add reads two convs (main path and downsample); the NCHWc
+    transformer gives the Add to the conv of the Add's *first* operand, whichever was produced last."""
+    b = _B()
+    c1 = b.n("Conv", ["x", b.w("w1", 16, 16, 3, 3)], "conv1", pads=[1, 1, 1, 1])
+    r1 = b.n("Relu", [c1], "relu1")
+    main = b.n("Conv", [r1, b.w("w2", 32, 16, 1, 1)], "main")
+    down = b.n("Conv", ["x", b.w("wd", 32, 16, 1, 1)], "down")  # produced after the main path's conv
+    add = b.n("Add", [main, down] if main_first else [down, main], "add")
+    out = b.n("Relu", [add], "relu2")
+    sample = profiled_sample(b.model([1, 16, 16, 16], out), "toy_residual_order", runs=3, warmup=1)
+    labels = graph_labels(sample)
+    g = sample.graph
+    first = "main" if main_first else "down"
+    measured = {frozenset(g.nodes[i].name for i in k.nodes) for k in labels.kernels}
+    assert frozenset({first, "add", "relu2"}) in measured, measured  # what ORT ran
+    part = RuleFusion().partition(g, sample.config)
+    assert _kernel_of(g, part, first) == ({first, "add", "relu2"}, "Conv+Add+Relu")
+    ok = np.isfinite(labels.edge_fused)
+    assert (part.edge_fused[ok] == (labels.edge_fused[ok] > 0.5)).all()
 
 
 def test_matmul_bias_becomes_gemm_only_with_a_single_consumer() -> None:

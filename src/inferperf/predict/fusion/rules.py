@@ -226,14 +226,16 @@ class RuleFusion:
     def _epilogue(v: _View, i: int, op: str, preds: list[int], chain: dict[int, tuple[str, int]],
                   join: Any) -> None:
         if op == "Add" and len(preds) == 2 and v.out_rank(i) == 4:
-            # NCHWc residual: the conv produced last absorbs the Add (the other operand already exists)
+            # NCHWc residual: the Add's operands are tried in input order, and the first that comes from a
+            # conv with no activation and no other consumer absorbs it (the other operand becomes the conv's
+            # Sum input), as ORT's NchwcTransformer does. Taking the conv produced last instead (a guess of
+            # earlier versions) agreed with the profiles on 89.8% of ResNet's and 93.8% of RegNet's edges;
+            # the input order on 100%
             convs = [p for p in preds if chain.get(p, ("", _STAGE_CLOSED))[0] == "conv"
                      and chain[p][1] == _STAGE_OPEN and v.single_consumer(p)]
             if convs:
-                p = max(convs)
-                if p == max(preds):
-                    join(p, i)
-                    chain[i] = ("conv", _STAGE_RESIDUAL)
+                join(convs[0], i)
+                chain[i] = ("conv", _STAGE_RESIDUAL)
             return
         if len(preds) != 1:
             return
