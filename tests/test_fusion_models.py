@@ -144,6 +144,34 @@ def test_predictor_round_trip_and_breakdown(toy: GraphDataset, tmp_path: Path, n
     assert again[0].breakdown["by_type"] == pytest.approx(preds[0].breakdown["by_type"])
 
 
+def test_rule_gate_keeps_the_rules_verdict_unless_the_classifier_is_confident(toy: GraphDataset) -> None:
+    """The partition keeps the runtime-pattern rules' verdict on every edge where the classifier's probability
+    does not pass the gate against it; with no gate the classifier's threshold alone decides."""
+    from inferperf.predict.fusion.rules import rule_partition
+
+    s = next(x for x in toy if rule_partition(x.graph, "all", runtime_patterns=True).edge_fused.any()
+             and not rule_partition(x.graph, "all", runtime_patterns=True).edge_fused.all())
+    rules = rule_partition(s.graph, str(s.config.get("opt_level", "all")), runtime_patterns=True).edge_fused
+    n_edges, n_nodes = len(s.graph.edges), len(s.graph.nodes)
+
+    class _Fixed:  # the classifier's probabilities, set by the test
+        p = 0.5
+
+        def predict_proba(self, items: list) -> list:  # noqa: ANN001
+            return [(np.full(n_edges, self.p), np.ones(n_nodes)) for _ in items]
+
+    def fused(gate: float | None, p: float) -> np.ndarray:
+        model = FusionKernelPredictor(rule_gate=gate)
+        model.edge_model_, model.threshold_ = _Fixed(), 0.5
+        model.edge_model_.p = p
+        return model.partition([(s.graph, s.config, s.device)])[0][0]
+
+    for p in (0.1, 0.5, 0.9):  # not confident enough to overrule the rules either way
+        assert (fused(0.95, p) == rules).all()
+    assert fused(0.95, 0.97).all() and not fused(0.95, 0.03).any()  # confident: the classifier decides
+    assert fused(None, 0.5).all() and not fused(None, 0.49).any()  # no gate: the threshold
+
+
 def test_kernel_predictors_need_profiles(toy: GraphDataset) -> None:
     from inferperf.dataset.core import Sample
     from inferperf.predict.base import PredictorError
