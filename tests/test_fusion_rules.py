@@ -117,6 +117,28 @@ def test_matmul_bias_becomes_gemm_only_with_a_single_consumer() -> None:
     assert _kernel_of(g, part, "bias2")[0] == {"bias2"}
 
 
+@pytest.mark.parametrize("rank", [2, 3])
+def test_gemm_activation_fuses_only_where_the_gemm_needs_no_reshape(rank: int) -> None:
+    """Profiled on ORT: MatMul + bias Add becomes a Gemm either way, but over a rank-3 input ORT wraps the Gemm
+    in Reshapes, and the Relu after it stays a kernel of its own."""
+    b = _B()
+    m = b.n("MatMul", ["x", b.w("w1", 32, 32)], "mm")
+    a = b.n("Add", [m, b.w("b1", 32)], "bias")
+    r = b.n("Relu", [a], "relu")
+    out = b.n("MatMul", [r, b.w("w2", 32, 32)], "mm2")
+    sample = profiled_sample(b.model([8, 32] if rank == 2 else [1, 8, 32], out), f"toy_gemm_relu_{rank}", runs=3,
+                             warmup=1)
+    labels = graph_labels(sample)
+    g = sample.graph
+    measured = {frozenset(g.nodes[i].name for i in k.nodes) for k in labels.kernels}
+    gemm = {"mm", "bias", "relu"} if rank == 2 else {"mm", "bias"}
+    assert frozenset(gemm) in measured, measured  # what ORT ran
+    part = RuleFusion().partition(g, sample.config)
+    assert _kernel_of(g, part, "mm")[0] == gemm
+    ok = np.isfinite(labels.edge_fused)
+    assert (part.edge_fused[ok] == (labels.edge_fused[ok] > 0.5)).all()
+
+
 def test_scale_transpose_matmul_gelu_and_skip_layernorm() -> None:
     b = _B()
     t = b.n("Transpose", ["x"], "kt", perm=[0, 2, 1])

@@ -262,7 +262,9 @@ class RuleFusion:
             elif op in ("Mul", "Div") and v.scalar_const(i):
                 join(p, i)
                 chain[i] = ("matmul", _STAGE_CLOSED)
-        elif kind == "gemm" and op in GEMM_ACTIVATIONS:
+        elif kind == "gemm" and op in GEMM_ACTIVATIONS and (v.out_rank(p) or 2) <= 2:
+            # a MatMul+Add over rank > 2 becomes a Gemm between two Reshapes ORT inserts, so the activation
+            # reads the Reshape, not the Gemm, and stays its own kernel (MobileBERT's FFN Relu)
             join(p, i)
             chain[i] = (kind, _STAGE_CLOSED)
         if op == "LayerNormalization" and v.op(p) == "Add" and len(v.dynamic_inputs(p)) == 2 and kind != "gemm":
