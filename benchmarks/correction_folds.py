@@ -87,13 +87,13 @@ def main() -> int:
         fold = ""
 
         def _fit_node_cost(self, samples: list[Any]) -> Any:
-            key = f"{self.fold}|{self.seed}"
+            key = f"{self.fold}|{self.seed}|{self.node_cost_prior}"
             if key not in node_costs:
                 node_costs[key] = super()._fit_node_cost(samples)
             return node_costs[key]
 
         def _fit_other_kernel_cost(self, samples: list[Any]) -> Any:
-            key = f"{self.fold}|{self.seed}|other"
+            key = f"{self.fold}|{self.seed}|other|{self.other_cost_prior}"
             if key not in node_costs:
                 node_costs[key] = super()._fit_other_kernel_cost(samples)
             return node_costs[key]

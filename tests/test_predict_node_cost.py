@@ -106,6 +106,29 @@ def test_learns_a_shape_dependent_cost_a_single_price_cannot(profiled) -> None: 
     assert err < 0.2 and err < 0.5 * single
 
 
+def test_kernels_larger_than_any_in_training_are_priced_by_the_prior_not_capped(profiled) -> None:  # noqa: ANN001
+    # trees on log ms never predict more than the slowest training kernel; as a ratio to the linear prior they
+    # carry an efficiency over: graphs whose compute nodes all exceed the training MACs keep the cost law
+    macs = {id(s): max((s.graph.nodes[i].macs for i, _ in compute_nodes(s.graph)), default=0) for s in profiled}
+    cut = np.quantile(list(macs.values()), 0.6)
+    small = [s for s in profiled if macs[id(s)] <= cut]
+    large = [s for s in profiled if min((s.graph.nodes[i].macs for i, _ in compute_nodes(s.graph)), default=0) > cut]
+    assert len(small) > 20 and len(large) >= 3
+    model = NodeCostModel(min_examples=50).fit(small)
+    assert model.prior_prices_ is not None and (model.prior_prices_ >= 0).all()
+    pred = model.graph_ms([s.graph for s in large], [s.config for s in large], [s.device for s in large])
+    capped = NodeCostModel(min_examples=50, prior=False).fit(small)
+    assert capped.prior_prices_ is None
+    pred_capped = capped.graph_ms([s.graph for s in large], [s.config for s in large], [s.device for s in large])
+    truth = _truth(large)
+    err, err_capped = np.mean(np.abs(pred / truth - 1)), np.mean(np.abs(pred_capped / truth - 1))
+    assert np.median(pred_capped / truth) < 0.8  # the capped trees fall short
+    assert err < 0.25 and err < 0.6 * err_capped, (err, err_capped)
+    state = model.state()
+    again = NodeCostModel.load(None, {**state, "fitted": False})
+    np.testing.assert_allclose(again.prior_prices_, model.prior_prices_)
+
+
 def test_without_profiles_the_feature_is_missing_not_zero() -> None:
     ds = synthetic_dataset(per_family=20, batches=(1,), seed=2)  # no kernels
     model = NodeCostModel(min_examples=1).fit(ds)
