@@ -129,6 +129,36 @@ def test_kernels_larger_than_any_in_training_are_priced_by_the_prior_not_capped(
     np.testing.assert_allclose(again.prior_prices_, model.prior_prices_)
 
 
+def _rows(kind: int, mmacs: np.ndarray) -> np.ndarray:
+    """Node-cost feature rows of one MAC kind with only the MACs set (every other amount 0)."""
+    x = np.zeros((len(mmacs), len(NODE_COST_FEATURE_NAMES)))
+    x[:, NODE_COST_FEATURE_NAMES.index("kind")] = kind
+    x[:, NODE_COST_FEATURE_NAMES.index("log2_macs")] = np.log2(mmacs * 1e6)
+    return x
+
+
+def test_prior_prices_each_mac_kind_and_shrinks_the_surcharges_toward_one_price() -> None:
+    """Two kinds at 0.01 and 0.04 ms per MMAC: with no shrinkage the prior keeps both prices, a kind absent
+    from training gets the common (cheapest) price, not 0; strong shrinkage pulls both toward one price."""
+    rng = np.random.default_rng(0)
+    mmacs = rng.uniform(1, 100, 400)
+    x = np.vstack([_rows(0, mmacs[:200]), _rows(3, mmacs[200:])])
+    y = np.log(np.concatenate([0.01 * mmacs[:200], 0.04 * mmacs[200:]]))
+    probe = np.vstack([_rows(0, np.array([10.0])), _rows(3, np.array([10.0])), _rows(5, np.array([10.0]))])
+
+    def priced(shrinkage: float) -> np.ndarray:
+        model = NodeCostModel(kind_shrinkage=shrinkage)
+        model._fit_prior(x, y)
+        return np.exp(model._log_prior(probe))
+
+    free = priced(0.0)
+    assert free[0] == pytest.approx(0.1, rel=0.05)
+    assert free[1] == pytest.approx(0.4, rel=0.05)
+    assert free[2] == pytest.approx(0.1, rel=0.05)  # unseen kind: the common price
+    shrunk = priced(100.0)
+    assert shrunk[1] / shrunk[0] < 1.2
+
+
 def test_without_profiles_the_feature_is_missing_not_zero() -> None:
     ds = synthetic_dataset(per_family=20, batches=(1,), seed=2)  # no kernels
     model = NodeCostModel(min_examples=1).fit(ds)
