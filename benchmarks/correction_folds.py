@@ -87,7 +87,7 @@ def main() -> int:
         fold = ""
 
         def _fit_node_cost(self, samples: list[Any]) -> Any:
-            key = f"{self.fold}|{self.seed}|{self.node_cost_prior}"
+            key = f"{self.fold}|{self.seed}|{self.node_cost_prior}|{self.node_cost_kind_shrinkage}"
             if key not in node_costs:
                 node_costs[key] = super()._fit_node_cost(samples)
             return node_costs[key]

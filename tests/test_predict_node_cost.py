@@ -76,6 +76,26 @@ def test_compute_nodes_and_features() -> None:
     assert any(k.startswith("conv") for s in ds for _, k in compute_nodes(s.graph))
 
 
+@pytest.mark.parametrize(("cout", "block", "factor"), [(1, 8, 8.0), (12, 8, 16 / 12), (16, 8, 1.0), (1, 0, 1.0)])
+def test_block_macs_count_the_output_channels_ort_pads_to_whole_blocks(cout: int, block: int,
+                                                                      factor: float) -> None:
+    """A blocked (NCHWc) convolution computes whole blocks of output channels; a 16 -> 1 channel layer runs 8
+    channels' MACs where blocks are 8 wide, and exactly its own where the CPU has no NCHWc path."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from inferperf.ir.build import build_graph
+
+    w = numpy_helper.from_array(np.ones((cout, 16, 3, 3), dtype=np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, 8, 8])], [w])
+    graph = build_graph(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    _, x = graph_node_features(graph, block)
+    macs, block_macs = (np.exp2(x[0, NODE_COST_FEATURE_NAMES.index(c)]) for c in ("log2_macs", "log2_block_macs"))
+    assert macs == pytest.approx(cout * 16 * 9 * 64, rel=1e-6)
+    assert block_macs / macs == pytest.approx(factor, rel=1e-6)
+
+
 def test_examples_are_kernels_holding_one_compute_node(profiled) -> None:  # noqa: ANN001
     x, y = node_cost_examples(list(profiled)[:20])
     expected = sum(len(compute_nodes(s.graph)) for s in list(profiled)[:20])
@@ -134,6 +154,7 @@ def _rows(kind: int, mmacs: np.ndarray) -> np.ndarray:
     x = np.zeros((len(mmacs), len(NODE_COST_FEATURE_NAMES)))
     x[:, NODE_COST_FEATURE_NAMES.index("kind")] = kind
     x[:, NODE_COST_FEATURE_NAMES.index("log2_macs")] = np.log2(mmacs * 1e6)
+    x[:, NODE_COST_FEATURE_NAMES.index("log2_block_macs")] = np.log2(mmacs * 1e6)
     return x
 
 

@@ -164,6 +164,7 @@ class AdditiveGBMPredictor(AdditivePredictor):
         node_cost: bool = True,
         node_cost_prior: bool = True,
         other_cost_prior: bool = False,
+        node_cost_kind_shrinkage: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -187,6 +188,10 @@ class AdditiveGBMPredictor(AdditivePredictor):
         #: alone, 10.33% with both (``benchmarks/results/correction_folds_session17.json``)
         self.node_cost_prior = node_cost_prior
         self.other_cost_prior = other_cost_prior
+        #: ridge strength on the compute-node prior's per-kind MAC surcharges (0: free per-kind prices above the
+        #: cheapest kind's; large: one common price). Leave-family-out (point models): 0.03 10.15%, 0.1 10.08%,
+        #: 0.3 10.11%, one price (session 17) 10.21% (``benchmarks/results/correction_folds_session18.json``)
+        self.node_cost_kind_shrinkage = node_cost_kind_shrinkage
 
     def _derived_keys(self) -> tuple[str, ...]:
         return (*super()._derived_keys(), "static", "rule_summary", "conv_shape",
@@ -273,7 +278,8 @@ class AdditiveGBMPredictor(AdditivePredictor):
         """The per-compute-node cost model, fitted on ``samples``' profiled kernels (its own method so an
         experiment that varies only the correction can fit it once per training set:
         ``benchmarks/correction_folds.py``)."""
-        return NodeCostModel(seed=self.seed, prior=self.node_cost_prior).fit(samples)
+        return NodeCostModel(seed=self.seed, prior=self.node_cost_prior,
+                             kind_shrinkage=self.node_cost_kind_shrinkage).fit(samples)
 
     def _fit_other_kernel_cost(self, samples: list[Any]) -> OtherKernelCostModel:
         """The non-compute kernels' cost model (its own method for the same reason as :meth:`_fit_node_cost`)."""

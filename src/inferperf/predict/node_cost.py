@@ -37,9 +37,10 @@ NODE_COST_FEATURE_NAMES: tuple[str, ...] = (
     "kind", "log2_macs", "log2_bytes_read", "log2_bytes_written", "log2_out_numel",
     "log2_n_or_cout", "log2_k_or_cin_per_group", "kernel_h", "kernel_w", "stride", "log2_group",
     "log2_m_or_spatial", "nchwc", "log2_im2col_bytes", "n_or_cout_mod_block", "k_or_cin_mod_block",
-    "log2_batch", "log2_threads",
+    "log2_block_macs", "log2_batch", "log2_threads",
 )
-NODE_COST_VERSION = 3  # 2: the trees learn the log ratio to a fitted linear prior; 3: the prior prices MACs per kind
+NODE_COST_VERSION = 3  # 2: the trees learn the log ratio to a fitted linear prior; 3: the prior prices MACs per kind,
+#                        the MACs as the NCHWc kernel runs them (``log2_block_macs``)
 #: the smallest prior a row is given (ms), so its log is finite
 _PRIOR_FLOOR_MS = 1e-4
 
@@ -81,15 +82,18 @@ def _node_row(node: Any, kind: str, block: int) -> list[float]:
         cout, cin_pg = int(w[0]), int(w[1])
         spatial = numel // max(cout, 1) // max(batch, 1)
         blocked = block > 0 and _nchwc_conv(node, block)
+        # ORT pads a blocked convolution's output channels to whole blocks: a 1,024 -> 1 channel 7x7 layer runs
+        # 8 output channels' MACs (on the reference CPU 0.2 ms per MMAC, 20x a full block's rate)
+        padded = -(-cout // block) * block if blocked else cout
         row += [cout, cin_pg, float(w[2]), float(w[3]), float(strides[0]), group, spatial,
                 float(blocked), im2col_mb(node, block) * 1e6, float(cout % max(block, 1)),
-                float(cin_pg % max(block, 1))]
+                float(cin_pg % max(block, 1)), node.macs * padded / max(cout, 1)]
     else:  # MatMul / Gemm / recurrent: out [..., M, N], K from the MACs
         n_dim = int(shape[-1]) if shape else 1
         m_dim = max(numel // max(n_dim, 1), 1)
         k_dim = max(int(node.macs) // max(numel, 1), 1)
         row += [n_dim, k_dim, 0.0, 0.0, 0.0, 0.0, m_dim, 0.0, 0.0, float(n_dim % max(block, 1)),
-                float(k_dim % max(block, 1))]
+                float(k_dim % max(block, 1)), node.macs]
     row.append(batch)
     return row
 
@@ -285,10 +289,11 @@ class NodeCostModel(_SummedKernelCost):
             return np.where(v > 0, np.exp2(v), 0.0)
 
         macs = amount("log2_macs") / 1e6
+        padding = np.maximum(amount("log2_block_macs") / 1e6 - macs, 0.0)
         kind = x[:, NODE_COST_FEATURE_NAMES.index("kind")]
         per_kind = [np.where(kind == k, macs, 0.0) for k in range(len(NODE_KINDS))]
         return np.column_stack([np.ones(len(x)), macs, *per_kind, amount("log2_im2col_bytes") / 1e6,
-                                (amount("log2_bytes_read") + amount("log2_bytes_written")) / 1e6])
+                                (amount("log2_bytes_read") + amount("log2_bytes_written")) / 1e6, padding])
 
     def _prior_shrunk_columns(self) -> tuple[int, list[int], float] | None:
         return 1, list(range(2, 2 + len(NODE_KINDS))), self.kind_shrinkage
