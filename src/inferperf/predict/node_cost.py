@@ -275,7 +275,10 @@ class NodeCostModel(_SummedKernelCost):
     per kind left a held-out kind without a price (a recurrent family held out: its kind's price fell to 0).
     A common price plus non-negative per-kind surcharges under a ridge penalty (``kind_shrinkage``, relative
     to the common column's weighted norm) keeps both: ``additive-gbm`` leave-family-out 10.21 -> 10.08%
-    (SqueezeBERT 17.5 -> 12.8%; ``benchmarks/results/correction_folds_session18.json``).
+    (SqueezeBERT 17.5 -> 12.8%). A last column prices the MACs ORT computes for the output channels it pads to a
+    whole NCHWc block (``log2_block_macs`` - ``log2_macs``): the plain CNNs' 512–1,024 -> 1–4 channel 5×7
+    layers ran 0.05–0.2 ms per MMAC, 5–20× a full block's rate, and were most of those models' time
+    (10.08 -> 10.05%, plain CNNs 20.3 -> 18.6%; ``benchmarks/results/correction_folds_session18.json``).
     """
 
     def __init__(self, *, kind_shrinkage: float = 0.1, **kwargs: Any) -> None:
