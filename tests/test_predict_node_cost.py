@@ -76,23 +76,26 @@ def test_compute_nodes_and_features() -> None:
     assert any(k.startswith("conv") for s in ds for _, k in compute_nodes(s.graph))
 
 
-@pytest.mark.parametrize(("cout", "block", "factor"), [(1, 8, 8.0), (12, 8, 16 / 12), (16, 8, 1.0), (1, 0, 1.0)])
-def test_block_macs_count_the_output_channels_ort_pads_to_whole_blocks(cout: int, block: int,
-                                                                      factor: float) -> None:
-    """A blocked (NCHWc) convolution computes whole blocks of output channels; a 16 -> 1 channel layer runs 8
-    channels' MACs where blocks are 8 wide, and exactly its own where the CPU has no NCHWc path."""
+@pytest.mark.parametrize(("cin", "cout", "block", "factor"), [
+    (16, 1, 8, 8.0), (16, 12, 8, 16 / 12), (16, 16, 8, 1.0), (16, 1, 0, 1.0), (12, 16, 8, 16 / 12),
+    (12, 1, 8, 8.0 * 16 / 12), (4, 16, 8, 1.0)])
+def test_block_macs_count_the_channels_ort_pads_to_whole_blocks(cin: int, cout: int, block: int,
+                                                                factor: float) -> None:
+    """A blocked (NCHWc) convolution computes whole blocks of channels: a 16 -> 1 channel layer runs 8 output
+    channels' MACs where blocks are 8 wide, a 12 -> 16 one 16 input channels' (an input of at most one block
+    is counted as is), and exactly its own MACs where the CPU has no NCHWc path."""
     from onnx import TensorProto, helper, numpy_helper
 
     from inferperf.ir.build import build_graph
 
-    w = numpy_helper.from_array(np.ones((cout, 16, 3, 3), dtype=np.float32), "w")
+    w = numpy_helper.from_array(np.ones((cout, cin, 3, 3), dtype=np.float32), "w")
     node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 8, 8])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, 8, 8])], [w])
     graph = build_graph(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     _, x = graph_node_features(graph, block)
     macs, block_macs = (np.exp2(x[0, NODE_COST_FEATURE_NAMES.index(c)]) for c in ("log2_macs", "log2_block_macs"))
-    assert macs == pytest.approx(cout * 16 * 9 * 64, rel=1e-6)
+    assert macs == pytest.approx(cout * cin * 9 * 64, rel=1e-6)
     assert block_macs / macs == pytest.approx(factor, rel=1e-6)
 
 

@@ -83,11 +83,14 @@ def _node_row(node: Any, kind: str, block: int) -> list[float]:
         spatial = numel // max(cout, 1) // max(batch, 1)
         blocked = block > 0 and _nchwc_conv(node, block)
         # ORT pads a blocked convolution's output channels to whole blocks: a 1,024 -> 1 channel 7x7 layer runs
-        # 8 output channels' MACs (on the reference CPU 0.2 ms per MMAC, 20x a full block's rate)
+        # 8 output channels' MACs (on the reference CPU 0.2 ms per MMAC, 20x a full block's rate); input channels
+        # beyond one block that miss a whole block are counted padded too (the reference's 145 sub-MMAC layers
+        # with 12–60 input channels, 4 short of a block, took 2.2x the time per MAC of those with whole blocks)
         padded = -(-cout // block) * block if blocked else cout
+        padded_in = -(-cin_pg // block) * block if blocked and group == 1 and cin_pg > block else cin_pg
         row += [cout, cin_pg, float(w[2]), float(w[3]), float(strides[0]), group, spatial,
                 float(blocked), im2col_mb(node, block) * 1e6, float(cout % max(block, 1)),
-                float(cin_pg % max(block, 1)), node.macs * padded / max(cout, 1)]
+                float(cin_pg % max(block, 1)), node.macs * padded / max(cout, 1) * padded_in / max(cin_pg, 1)]
     else:  # MatMul / Gemm / recurrent: out [..., M, N], K from the MACs
         n_dim = int(shape[-1]) if shape else 1
         m_dim = max(numel // max(n_dim, 1), 1)
