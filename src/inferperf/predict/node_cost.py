@@ -281,7 +281,8 @@ class NodeCostModel(_SummedKernelCost):
     (SqueezeBERT 17.5 -> 12.8%). A last column prices the MACs ORT computes for the output channels it pads to a
     whole NCHWc block (``log2_block_macs`` - ``log2_macs``): the plain CNNs' 512–1,024 -> 1–4 channel 5×7
     layers ran 0.05–0.2 ms per MMAC, 5–20× a full block's rate, and were most of those models' time
-    (10.08 -> 10.05%, plain CNNs 20.3 -> 18.6%; ``benchmarks/results/correction_folds_session18.json``).
+    (10.08 -> 10.05%, plain CNNs 20.3 -> 18.6%; ``benchmarks/results/correction_folds_session18.json``; with
+    the input channels padded too 10.007%).
     """
 
     def __init__(self, *, kind_shrinkage: float = 0.1, **kwargs: Any) -> None:
