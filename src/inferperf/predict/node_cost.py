@@ -185,10 +185,9 @@ class _SummedKernelCost:
 
     def _log_prior(self, x: np.ndarray) -> np.ndarray:
         """[m] log of the fitted linear prior's ms (0 without a prior)."""
-        design = self._prior_design(x)
-        if design is None or self.prior_prices_ is None:
+        if self.prior_prices_ is None:  # checked first: building the design is wasted on every prediction
             return np.zeros(len(x))
-        return np.log(np.maximum(design @ self.prior_prices_, _PRIOR_FLOOR_MS))
+        return np.log(np.maximum(self._prior_design(x) @ self.prior_prices_, _PRIOR_FLOOR_MS))
 
     def _fit_prior(self, x: np.ndarray, y: np.ndarray) -> None:
         """Non-negative prices of :meth:`_prior_design`'s amounts, fitted on the relative error (each row
