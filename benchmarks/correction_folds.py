@@ -14,6 +14,7 @@ were known (the part that is per-family bias), and MAPE by latency decade.
     .venv/bin/python benchmarks/correction_folds.py --dataset data/reference                    # ~5 min
     .venv/bin/python benchmarks/correction_folds.py --variant 'delta 0.2={"huber_delta": 0.2}' \\
         --variant 'seed 1={"seed": 1}'
+    .venv/bin/python benchmarks/correction_folds.py --runs-out runs.jsonl   # + per-run predictions (family, batch)
 
 Writes ``benchmarks/results/correction_folds.json``.
 """
@@ -58,6 +59,8 @@ def main() -> int:
                     help="hyper-parameters of additive-gbm to compare (default: shipped vs huber_delta 0.2)")
     ap.add_argument("--families", help="comma-separated subset of families to hold out (a quick look)")
     ap.add_argument("--out", default=str(RESULTS / "correction_folds.json"))
+    ap.add_argument("--runs-out", metavar="PATH",
+                    help="also write the first variant's per-run latency predictions (JSON lines) for error analysis")
     args = ap.parse_args()
     variants = dict(_parse_variant(v) for v in args.variant) if args.variant else DEFAULT_VARIANTS
 
@@ -101,6 +104,7 @@ def main() -> int:
     lat = TARGETS.index("latency_ms")
     results: dict[str, Any] = {}
     kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # first variant: per family (pred, true) latency
+    run_rows: list[dict[str, Any]] = []  # first variant: one row per held-out run (--runs-out)
     for v, (name, hp) in enumerate(variants.items()):
         t0 = time.perf_counter()
         per_family: dict[str, dict[str, float]] = {}
@@ -119,6 +123,10 @@ def main() -> int:
                                if np.isfinite(true[:, j]).any() and np.isfinite(pred[:, j]).any()}
             if v == 0:
                 kept[fam] = (pred[:, lat], true[:, lat])
+                run_rows += [{"family": fam, "model": s.graph.name, "run_id": s.run_id,
+                              "batch": s.config.get("batch_size"), "nodes": len(s.graph.nodes),
+                              "measured_ms": float(y), "predicted_ms": float(p)}
+                             for s, p, y in zip(test, pred[:, lat], true[:, lat], strict=True)]
             print(f"\r{name}: {k + 1}/{len(families)} folds", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         means = {t: round(statistics.fmean(f[t] for f in per_family.values() if t in f), 3)
@@ -155,6 +163,9 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"without each family's median error: {report['error_split']['latency_mape_without_family_bias']:.2f}%")
     print(f"wrote {args.out}")
+    if args.runs_out:
+        Path(args.runs_out).write_text("".join(json.dumps(r) + "\n" for r in run_rows))
+        print(f"wrote {args.runs_out} ({len(run_rows)} runs)")
     return 0
 
 
