@@ -271,3 +271,22 @@ def test_other_kernel_cost_learns_the_bytes_law_and_sums_the_rules_kernels(profi
     assert err < 0.15 and err < 0.5 * flat, (err, flat)
     unfitted = OtherKernelCostModel(min_examples=10**9).fit(train)
     assert not unfitted.fitted and np.isnan(unfitted.graph_ms([s.graph for s in test], [s.config for s in test])).all()
+
+
+def test_an_unseen_kernel_type_is_costed_as_its_class_most_frequent_seen_type(profiled, tmp_path) -> None:  # noqa: ANN001
+    """A family's kernel type no other family has (ConvNeXt V2's ReduceL2) is costed as the most frequent seen
+    type of its class (Reduce), not as a missing category; a type with no class stays missing, and the mapping
+    survives save / load."""
+    model = OtherKernelCostModel(min_examples=50).fit(profiled)
+    _, types, _ = other_kernel_examples(profiled)
+    seen = {t.split(":", 1)[0] for t in types if ":" in t}
+    assert seen, "the synthetic profiles have classed kernel types"
+    klass = sorted(seen)[0]
+    members = [t for t in types if t.startswith(klass + ":")]
+    top = max(sorted(set(members)), key=members.count)
+    codes = model._codes([f"{klass}:NeverSeenOp", top, "NeverSeenClasslessOp"])
+    assert codes[0] == codes[1] == float(model.types_.index(top))
+    assert np.isnan(codes[2])
+    model.save(tmp_path / "other.txt")
+    loaded = OtherKernelCostModel.load(tmp_path / "other.txt", model.state())
+    assert loaded._codes([f"{klass}:NeverSeenOp"])[0] == codes[0]

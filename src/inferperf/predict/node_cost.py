@@ -18,6 +18,7 @@ along); a kernel holding two compute nodes, or none, says nothing about one node
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -392,6 +393,12 @@ def other_kernel_examples(samples: Iterable[Sample]) -> tuple[np.ndarray, list[s
     return np.vstack(xs), types, np.concatenate(ys)
 
 
+def _kernel_class(kernel_type: str) -> str:
+    """The class of a rule kernel type: ``Reduce`` of ``Reduce:ReduceL2``, ``Elementwise`` of
+    ``Elementwise:Sub``; a type without a class (``LayerNorm``, ``Gelu``) is its own."""
+    return kernel_type.split(":", 1)[0]
+
+
 class OtherKernelCostModel(_SummedKernelCost):
     """LightGBM on the kernel features of non-compute kernels (type as a category) → log kernel ms;
     :meth:`graph_ms` sums it over the kernels the rules predict for a graph.
@@ -403,12 +410,15 @@ class OtherKernelCostModel(_SummedKernelCost):
     (11.1% without); given the true compute and the true other-kernel sums as two separate inputs, 10.3%:
     what the correction needs is the total, so this model's sum is added to the compute nodes' before it is
     handed over (:meth:`AdditiveGBMPredictor._correction_matrix`). A kernel type never seen in training is a
-    missing category (the trees' default side)."""
+    missing category (the trees' default side), unless its class (``Reduce`` of ``Reduce:ReduceL2``) was seen:
+    then it is costed as that class's most frequent type."""
 
     def __init__(self, **kwargs: Any) -> None:
         # no prior by default: with one, additive-gbm's leave-family-out error rose (10.21 -> 10.33%)
         super().__init__(**{"prior": False, **kwargs})
         self.types_: list[str] = []
+        #: kernel class → the type an unseen type of that class is costed as
+        self.class_types_: dict[str, str] = {}
 
     def _prior_design(self, x: np.ndarray) -> np.ndarray:
         from inferperf.predict.fusion.rules import KERNEL_FEATURE_NAMES
@@ -421,11 +431,17 @@ class OtherKernelCostModel(_SummedKernelCost):
 
     def _codes(self, types: Sequence[str]) -> np.ndarray:
         index = {t: float(i) for i, t in enumerate(self.types_)}
-        return np.array([index.get(t, np.nan) for t in types], dtype=np.float64)
+        return np.array([index.get(t, index.get(self.class_types_.get(_kernel_class(t), ""), np.nan))
+                         for t in types], dtype=np.float64)
 
     def fit(self, samples: Iterable[Sample]) -> OtherKernelCostModel:
         x, types, y = other_kernel_examples(samples)
         self.types_ = sorted(set(types))
+        counts = Counter(types)
+        self.class_types_ = {}
+        for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):  # most frequent first
+            if ":" in t:
+                self.class_types_.setdefault(_kernel_class(t), t)
         self._train(np.column_stack([x, self._codes(types)]), y, categorical=[x.shape[1]])
         return self
 
@@ -444,7 +460,8 @@ class OtherKernelCostModel(_SummedKernelCost):
         from inferperf.predict.fusion.rules import KERNEL_FEATURE_NAMES
 
         return {"version": OTHER_KERNEL_COST_VERSION, "features": [*KERNEL_FEATURE_NAMES, *OTHER_KERNEL_FEATURE_NAMES],
-                "types": list(self.types_), "n_examples": self.n_examples_, "fitted": self.fitted,
+                "types": list(self.types_), "class_types": dict(self.class_types_),
+                "n_examples": self.n_examples_, "fitted": self.fitted,
                 "prior_prices": None if self.prior_prices_ is None else self.prior_prices_.tolist()}
 
     @classmethod
@@ -452,4 +469,5 @@ class OtherKernelCostModel(_SummedKernelCost):
         model = cls()
         model._load_booster(path, state)
         model.types_ = list(state.get("types") or [])
+        model.class_types_ = dict(state.get("class_types") or {})
         return model
