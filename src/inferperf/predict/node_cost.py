@@ -251,6 +251,11 @@ class _SummedKernelCost:
         if self.booster_ is not None:
             self.booster_.save_model(str(path))
 
+    def _fitted_state(self) -> dict[str, Any]:
+        """What every subclass's ``state()`` carries of the fit; :meth:`_load_booster` reads it back."""
+        return {"n_examples": self.n_examples_, "fitted": self.fitted,
+                "prior_prices": None if self.prior_prices_ is None else self.prior_prices_.tolist()}
+
     def _load_booster(self, path: str | Path | None, state: dict[str, Any]) -> None:
         import lightgbm as lgb
 
@@ -321,9 +326,7 @@ class NodeCostModel(_SummedKernelCost):
                              for g, c, d in zip(graphs, configs, devices, strict=True)], len(graphs))
 
     def state(self) -> dict[str, Any]:
-        return {"version": NODE_COST_VERSION, "features": list(NODE_COST_FEATURE_NAMES),
-                "n_examples": self.n_examples_, "fitted": self.fitted,
-                "prior_prices": None if self.prior_prices_ is None else self.prior_prices_.tolist()}
+        return {"version": NODE_COST_VERSION, "features": list(NODE_COST_FEATURE_NAMES), **self._fitted_state()}
 
     @classmethod
     def load(cls, path: str | Path | None, state: dict[str, Any]) -> NodeCostModel:
@@ -460,9 +463,7 @@ class OtherKernelCostModel(_SummedKernelCost):
         from inferperf.predict.fusion.rules import KERNEL_FEATURE_NAMES
 
         return {"version": OTHER_KERNEL_COST_VERSION, "features": [*KERNEL_FEATURE_NAMES, *OTHER_KERNEL_FEATURE_NAMES],
-                "types": list(self.types_), "class_types": dict(self.class_types_),
-                "n_examples": self.n_examples_, "fitted": self.fitted,
-                "prior_prices": None if self.prior_prices_ is None else self.prior_prices_.tolist()}
+                "types": list(self.types_), "class_types": dict(self.class_types_), **self._fitted_state()}
 
     @classmethod
     def load(cls, path: str | Path | None, state: dict[str, Any]) -> OtherKernelCostModel:
