@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
+import pyarrow.parquet as pq
+
 from inferperf.dataset.export import database_stats, export_dataset
 from inferperf.dataset.importer import import_dataset
 from inferperf.jobs.collect import CollectOptions, collect
@@ -32,3 +35,9 @@ def test_import_round_trip_is_idempotent_and_resumable(tmp_path, monkeypatch):
     # the imported graphs export again without their weights (graph cache only)
     again = export_dataset(None, tmp_path / "export2", valid_only=False)
     assert again["counts"]["runs"] == 2
+    # ... and the runs come back as they were measured: time, environment, speed probe (not the import's)
+    kept = ["config_key", "created_at", "environment_id", "speed_probe_ms", "latency_p50_ms", "background_cpu"]
+    first, second = (pq.read_table(d / "runs.parquet").to_pandas()[kept].sort_values("config_key")
+                     .reset_index(drop=True) for d in (out, tmp_path / "export2"))
+    assert first["speed_probe_ms"].notna().all()
+    pd.testing.assert_frame_equal(first, second)

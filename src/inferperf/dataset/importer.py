@@ -1,8 +1,11 @@
 """Exported dataset (Parquet) → PerfDB: merge datasets from several machines or sessions, resume collection.
 
 The export keeps everything a run needs except its raw samples and full provenance, so an imported run
-carries ``provenance.imported_from`` and an empty ``samples_ms``. Models come back as rows with their
-graph cache (the ModelGraph JSON), not their weights: zoo graphs are rebuilt from their key when needed.
+carries ``provenance.imported_from`` and an empty ``samples_ms``. What the export does keep comes back as it
+was — the time the run was measured, its environment id, its speed-probe reading — so export → import →
+export gives the same runs table (a resumed collection's export must not re-date the runs it started from).
+Models come back as rows with their graph cache (the ModelGraph JSON), not their weights: zoo graphs are
+rebuilt from their key when needed.
 Importing the same directory twice adds nothing: a run whose (model hash, device, config key, status, median)
 is already present is skipped — the median to the nanosecond identifies one measurement.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,10 @@ def import_dataset(
             edges[int(e.pop("run_id"))].append(e)
     counts = {"models": 0, "runs": 0, "skipped_runs": 0}
     with PerfDB.open(db_url) as db:
-        env_id = db.upsert_environment({"imported_from": str(root.resolve())})
+        # each run keeps the environment id it was exported with (the export carries no library versions, so
+        # the row only says where it came from); a run without one gets the import's own environment
+        fallback_env = db.upsert_environment({"imported_from": str(root.resolve())})
+        env_ids: dict[str, str] = {}
         device_ids: dict[str, str] = {}
         model_ids: dict[str, int] = {}
         existing = {_marker(r["model_hash"], r["device_id"], r.get("config_key"), r["status"],
@@ -78,10 +85,15 @@ def import_dataset(
             if marker in existing:
                 counts["skipped_runs"] += 1
                 continue
+            env = row.get("environment_id")
+            if env and env not in env_ids:
+                env_ids[env] = db.upsert_environment({"id": env, "imported_from": str(root.resolve())})
             run_id = int(row["run_id"])
             record = _run_record(row, config, kernels.get(run_id), edges.get(run_id), root)
-            db.add_run(record, model_id, device_ids[dev], env_id, kind=row.get("kind") or "bench",
-                       config_key=row.get("config_key") or None)
+            created = row.get("created_at")
+            db.add_run(record, model_id, device_ids[dev], env_ids[env] if env else fallback_env,
+                       kind=row.get("kind") or "bench", config_key=row.get("config_key") or None,
+                       created_at=created if isinstance(created, datetime) else None)
             existing.add(marker)
             counts["runs"] += 1
             if progress is not None:
@@ -97,6 +109,7 @@ def _run_record(
     row: dict[str, Any], config: dict[str, Any], kernels: list | None, edges: list | None, root: Path
 ) -> dict[str, Any]:
     from inferperf.dataset.parquet import LATENCY_STATS
+    from inferperf.measure.speed_probe import PROBE_VERSION
 
     latency = {s: row.get(f"latency_{s}_ms") for s in LATENCY_STATS}
     has_latency = row.get("latency_p50_ms") is not None
@@ -118,7 +131,10 @@ def _run_record(
         "kernels": sorted(kernels, key=lambda k: k.get("ordinal", 0)) if kernels is not None else None,
         "fusion_edges": edges,
         "provenance": {"imported_from": str(root.resolve()), "original_run_id": row.get("run_id"),
-                       "memory_method": row.get("memory_method"), "background_cpu": row.get("background_cpu")},
+                       "memory_method": row.get("memory_method"), "background_cpu": row.get("background_cpu"),
+                       # the export keeps only the probe's median, and only of the current probe version
+                       **({"speed_probe": {"median_ms": row["speed_probe_ms"], "version": PROBE_VERSION}}
+                          if row.get("speed_probe_ms") is not None else {})},
         "started_at": created.isoformat() if hasattr(created, "isoformat") else created,
         "duration_s": 0.0,
     }

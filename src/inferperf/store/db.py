@@ -25,6 +25,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -576,8 +577,12 @@ class PerfDB:
         environment_id: str | None = None,
         kind: str = "bench",
         config_key: str | None = None,
+        created_at: datetime | None = None,
     ) -> int:
         """Store a measurement (``Measurement.to_dict()``) with its kernels and fusion edges; returns the run id.
+
+        ``created_at`` is when the run was measured (default: now); an imported run passes its original time,
+        because the order and hour of measurement are what label-drift analyses read.
 
         The record is validated before the transaction starts, and the run row, kernels and edges are
         committed together or not at all. The run's ``config_key`` (what :meth:`done_config_keys` returns)
@@ -601,7 +606,7 @@ class PerfDB:
                 device_id=str(device_id),
                 environment_id=None if environment_id is None else str(environment_id),
                 kind=str(kind),
-                created_at=utcnow(),
+                created_at=utcnow() if created_at is None else created_at,
                 n_kernels=None if run.get("kernels") is None else len(kernels),
                 n_fusion_edges=None if run.get("fusion_edges") is None else len(edges),
                 **cols,
