@@ -103,7 +103,7 @@ def main() -> int:
 
     lat = TARGETS.index("latency_ms")
     results: dict[str, Any] = {}
-    kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # first variant: per family (pred, true) latency
+    kept: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # first variant: per family (pred, true, batch)
     run_rows: list[dict[str, Any]] = []  # first variant: one row per held-out run (--runs-out)
     for v, (name, hp) in enumerate(variants.items()):
         t0 = time.perf_counter()
@@ -122,7 +122,8 @@ def main() -> int:
             per_family[fam] = {t: round(mape(true[:, j], pred[:, j]), 3) for j, t in enumerate(TARGETS)
                                if np.isfinite(true[:, j]).any() and np.isfinite(pred[:, j]).any()}
             if v == 0:
-                kept[fam] = (pred[:, lat], true[:, lat])
+                kept[fam] = (pred[:, lat], true[:, lat],
+                             np.array([int(s.config.get("batch_size") or 1) for s in test]))
                 run_rows += [{"family": fam, "model": s.graph.name, "run_id": s.run_id,
                               "batch": s.config.get("batch_size"), "nodes": len(s.graph.nodes),
                               "measured_ms": float(y), "predicted_ms": float(p)}
@@ -139,12 +140,14 @@ def main() -> int:
     # where the first variant's latency error sits
     debiased = {}
     decades: dict[int, list[float]] = {}
-    for fam, (p, y) in kept.items():
+    batches: dict[int, dict[str, list[float]]] = {}  # batch size -> family -> |relative error| per run
+    for fam, (p, y, b) in kept.items():
         ok = np.isfinite(p) & np.isfinite(y) & (y > 0)
         ratio = np.log(p[ok] / y[ok])
         debiased[fam] = mape(y[ok], y[ok] * np.exp(ratio - np.median(ratio)))
-        for r, t in zip(relative_errors(y[ok], p[ok]), y[ok], strict=True):
+        for r, t, n in zip(relative_errors(y[ok], p[ok]), y[ok], b[ok], strict=True):
             decades.setdefault(int(np.floor(np.log10(t))), []).append(abs(float(r)))
+            batches.setdefault(int(n), {}).setdefault(fam, []).append(float(r))
     first = next(iter(variants))
     report = {
         "dataset": args.dataset, "threads": args.threads, "seed": args.seed, "runs": len(data),
@@ -157,11 +160,21 @@ def main() -> int:
             "note": "the per-family median log error removed (an oracle): the rest is spread within families",
             "by_latency_decade": {f"1e{d} ms": {"runs": len(v), "mape": round(100 * statistics.fmean(v), 2)}
                                   for d, v in sorted(decades.items())},
+            # per batch size: MAPE over runs, and the median signed error (is a batch size priced too high?)
+            "by_batch_size": {str(n): {"runs": sum(len(v) for v in fams.values()), "families": len(fams),
+                                       "mape": round(100 * statistics.fmean(abs(r) for v in fams.values()
+                                                                            for r in v), 2),
+                                       "median_error_pct": round(100 * float(np.median(
+                                           [r for v in fams.values() for r in v])), 2)}
+                              for n, fams in sorted(batches.items())},
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"without each family's median error: {report['error_split']['latency_mape_without_family_bias']:.2f}%")
+    for n, row in report["error_split"]["by_batch_size"].items():
+        print(f"batch {n}: {row['runs']} runs in {row['families']} families, MAPE {row['mape']:.2f}%, "
+              f"median error {row['median_error_pct']:+.2f}%")
     print(f"wrote {args.out}")
     if args.runs_out:
         Path(args.runs_out).write_text("".join(json.dumps(r) + "\n" for r in run_rows))
