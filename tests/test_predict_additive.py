@@ -3,6 +3,8 @@ architectures never seen in training (the reason the model exists)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -12,12 +14,14 @@ from inferperf.predict import get_predictor
 from inferperf.predict.additive import (
     LATENCY_COLUMNS,
     fit_prices,
+    gemm_tile_factor,
     im2col_mb,
     l3_bytes,
     latency_row,
     nchwc_block,
     recurrent_reread_mb,
     reorder_mb,
+    sgemm_tile,
     weight_stream_mb,
 )
 from inferperf.predict.synthetic import synthetic_dataset
@@ -231,3 +235,40 @@ def test_l3_comes_from_the_device_descriptor():
     assert l3_bytes({"features": {"log2_l3_kib": 15.0}}) == 32 << 20
     assert l3_bytes({"features": {"log2_l3_kib": 10.0}}) == 1 << 20
     assert l3_bytes({"features": {}}) == l3_bytes(None) > 0  # unknown: the documented default
+
+
+def _dense(batch: int, k: int, n: int) -> ModelGraph:
+    g = _chain([("MatMul", (batch, n), {"w": (k, n)})], (batch, k))
+    g.nodes[0].macs = batch * k * n
+    return g
+
+
+def test_weight_gemm_macs_count_whole_sgemm_tiles():
+    """ORT's SGEMM computes 6 x 16 output tiles on the reference CPU: 1 or 4 rows cost what 6 do, 17 columns
+    what 32 do — so a batch-4 MLP layer is priced like its batch-1 twin, not 4x (``gemm_tile_factor``)."""
+    col = LATENCY_COLUMNS.index("mmacs_matmul_weights")
+    b1, b4, b12 = (latency_row(_dense(b, 256, 64), 16, gemm_tile=(6, 16))[col] for b in (1, 4, 12))
+    assert b1 == pytest.approx(b4) == pytest.approx(6 * 256 * 64 / 1e6)
+    assert b12 == pytest.approx(2 * b1)  # two full row tiles
+    assert latency_row(_dense(4, 256, 64), 16)[col] == pytest.approx(4 * 256 * 64 / 1e6)  # untiled: as counted
+    assert gemm_tile_factor(_dense(6, 256, 17).nodes[0], (6, 16)) == pytest.approx(32 / 17)
+    # an RNN: only the recurrent (H x H) share of its MACs is rounded, to the batch's row tiles
+    lstm = Node(index=0, name="lstm", op_type="LSTM", domain="", attributes={"hidden_size": 128},
+                inputs=[TensorInfo("x", (64, 4, 128), "float32")], outputs=[TensorInfo("y", (64, 1, 4, 128),
+                                                                                     "float32")], macs=1)
+    assert gemm_tile_factor(lstm, (6, 16), recurrent=True) == pytest.approx(0.5 + 0.5 * 6 / 4)
+    assert gemm_tile_factor(lstm, (1, 1), recurrent=True) == 1.0
+    # the tile is the CPU's: measured with AVX2 + FMA; unknown elsewhere, so nothing is rounded
+    assert sgemm_tile({"features": {"isa_avx2": 1.0, "isa_fma": 1.0}}) == (6, 16)
+    assert sgemm_tile({"features": {"isa_neon": 1.0}}) == sgemm_tile(None) == (1, 1)
+
+
+def test_an_artifact_from_before_tiles_keeps_pricing_untiled_macs(tmp_path):
+    ds = synthetic_dataset(per_family=4, batches=(1,), seed=5)
+    model = get_predictor("additive", dev_fraction=0.0).fit(ds)
+    meta = model.save(tmp_path / "a") / "meta.json"
+    data = json.loads(meta.read_text())
+    assert data["state"]["gemm_tiles"] is True
+    del data["state"]["gemm_tiles"]  # as written before session 20
+    meta.write_text(json.dumps(data))
+    assert type(model).load(meta.parent).gemm_tiles is False

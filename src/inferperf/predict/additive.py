@@ -15,7 +15,8 @@ The design row of a graph (linear, not log: costs add):
 - operator counts per category (per-op dispatch overhead; a fused activation costs ~0 and the fit learns
   that from the data);
 - MACs per kind — dense / depthwise / grouped convolution, weight / activation matmul, recurrent — in
-  millions (compute at that kind's throughput);
+  millions (compute at that kind's throughput), a weight GEMM's counted over the whole output tiles the
+  CPU's SGEMM kernel computes (:func:`gemm_tile_factor`: a batch of 4 rows costs what 6 do);
 - bytes read + written per op category, in MB (memory-bound work at that category's bandwidth);
 - what the runtime does that the graph does not say: the im2col buffer of convolutions that miss ORT's
   NCHWc path (:func:`im2col_mb`), and the per-step re-read of an RNN's recurrent weights, whose MACs are
@@ -86,6 +87,48 @@ def nchwc_block(device: dict[str, Any] | None) -> int:
     if features.get("isa_avx2"):
         return 8
     return 0
+
+
+def sgemm_tile(device: dict[str, Any] | None) -> tuple[int, int]:
+    """(rows, columns) of the output tile ONNX Runtime's SGEMM computes at once on this CPU; (1, 1) where it is
+    not known (no rounding up).
+
+    Measured on the reference CPU (AMD EPYC with AVX2 and AVX-512F, ORT 1.32, 1 thread;
+    ``benchmarks/mlas_tiles.py``): a MatMul by a constant 1,024² weight took 0.043–0.063 ms for 1–6 rows and
+    0.092 for 7–8; 1–16 output columns cost the same, 17–32 the same — MLAS's FMA3 kernel, 6 × 16. An
+    Intel CPU with AVX-512 may get MLAS's AVX-512 kernel (12 × 32) instead; not measured, so not assumed.
+    """
+    features = (device or {}).get("features") or {}
+    return (6, 16) if features.get("isa_avx2") and features.get("isa_fma") else (1, 1)
+
+
+def gemm_tile_factor(node: Any, tile: tuple[int, int], recurrent: bool = False) -> float:
+    """Tiled MACs over MACs of a weight GEMM (MatMul / Gemm by a constant, or an RNN) when its output rows and
+    columns are rounded up to whole tiles; 1.0 where shapes are unknown.
+
+    Why: the kernel computes whole tiles, so 4 rows of a product by a weight cost what 6 do — an MLP at batch 4
+    measured 1.0–1.5× its batch-1 time where MACs say 4× (canonical FC held out at batch 4: +35–80%). An RNN
+    runs its input projection as one GEMM over every step (rows = steps × batch: the tiles are full) and its
+    recurrent product per step with rows = batch, so only the recurrent share of its MACs is rounded. With the
+    batch-4 runs of every family in the reference data, leave-family-out 10.18 → 9.94% (seed 0; session 20).
+    """
+    rows_tile, cols_tile = tile
+    if rows_tile <= 1 and cols_tile <= 1:
+        return 1.0
+    if recurrent:
+        x = node.inputs[0].shape if node.inputs else None
+        hidden = int(node.attributes.get("hidden_size", 0) or 0)
+        if x is None or len(x) != 3 or not hidden or not x[2]:
+            return 1.0
+        batch = max(int(x[0] if int(node.attributes.get("layout", 0) or 0) == 1 else x[1]), 1)
+        recurrent_share = hidden / (hidden + int(x[2]))  # the H×H product's share of each step's MACs
+        return 1.0 - recurrent_share + recurrent_share * -(-batch // rows_tile) * rows_tile / batch
+    out = node.outputs[0].shape if node.outputs else None
+    if not out or not out[-1]:
+        return 1.0
+    cols = int(out[-1])
+    rows = max(math.prod(int(d) for d in out) // cols, 1)
+    return (-(-rows // rows_tile) * rows_tile / rows) * (-(-cols // cols_tile) * cols_tile / cols)
 
 
 def im2col_mb(node: Any, block: int) -> float:
@@ -244,11 +287,12 @@ def recurrent_reread_mb(node: Any) -> float | None:
 
 
 def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True,
-                      depthwise_bytes: bool = True) -> np.ndarray:
+                      depthwise_bytes: bool = True, gemm_tile: tuple[int, int] = (1, 1)) -> np.ndarray:
     """[len(graph.nodes), len(LATENCY_COLUMNS)] each node's own additive cost terms: what :func:`latency_row`
     sums, node by node, without the per-call and NCHWc-reorder columns (a property of the whole graph, not of
     a node). Priced, a set of nodes costs ``rows[nodes].sum(0) @ prices`` — how the kernel-level predictor
-    gets a cost prior for a fused kernel (:mod:`inferperf.predict.fusion.prior`). Folded nodes are zero."""
+    gets a cost prior for a fused kernel (:mod:`inferperf.predict.fusion.prior`). Folded nodes are zero.
+    Weight-GEMM MACs are counted over whole ``gemm_tile`` tiles (:func:`gemm_tile_factor`; (1, 1): as they are)."""
     ncat, nmac = len(OP_CATEGORIES), len(MAC_KINDS)
     o_n, o_mac, o_mb = 2, 2 + ncat + 1, 2 + ncat + 1 + nmac + 1  # offsets of the per-category / per-kind parts
     width = len(LATENCY_COLUMNS)
@@ -270,8 +314,11 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
                 at += (base + o_mb - 1, base + o_mb + _CATEGORY_INDEX["matmul"])
                 val += (reread, reread)
         if kind is not None:
+            mmacs = n.macs / 1e6
+            if kind == "matmul_weights":
+                mmacs *= gemm_tile_factor(n, gemm_tile, recurrent=kinds[n.index][1] == "recurrent")
             at += (base + o_mac - 1, base + o_mac + _MAC_KIND_INDEX[kind])
-            val += (n.macs / 1e6, n.macs / 1e6)
+            val += (mmacs, mmacs)
             if im2col and (kind == "conv_dense" or kind == "conv_grouped"):
                 at.append(base + _IM2COL)
                 val.append(im2col_mb(n, block))
@@ -286,7 +333,7 @@ def node_latency_rows(graph: ModelGraph, block: int = 16, *, im2col: bool = True
 
 def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recurrent_reread: bool = True,
                 reorder: bool = True, depthwise_bytes: bool = True, weight_stream: bool = True,
-                l3_bytes: int = DEFAULT_L3_BYTES) -> np.ndarray:
+                l3_bytes: int = DEFAULT_L3_BYTES, gemm_tile: tuple[int, int] = (1, 1)) -> np.ndarray:
     """[len(LATENCY_COLUMNS)] the additive cost terms of one graph on a CPU with NCHWc ``block``
     (:func:`nchwc_block`); ``im2col`` / ``recurrent_reread`` / ``reorder`` / ``depthwise_bytes`` switch those
     terms off (ablation).
@@ -297,7 +344,7 @@ def latency_row(graph: ModelGraph, block: int = 16, *, im2col: bool = True, recu
     36 reference families: 16.27% -> 15.84% alone, 15.66% with the reorder term (EfficientNet 27.2 -> 19.9%).
     """
     row = node_latency_rows(graph, block, im2col=im2col, recurrent_reread=recurrent_reread,
-                            depthwise_bytes=depthwise_bytes).sum(axis=0)
+                            depthwise_bytes=depthwise_bytes, gemm_tile=gemm_tile).sum(axis=0)
     row[0] = 1.0
     row[_REORDER] = reorder_mb(graph, block) if reorder else 0.0
     row[_STREAM] = weight_stream_mb(graph, l3_bytes) if weight_stream else 0.0
@@ -424,6 +471,7 @@ class AdditivePredictor(Predictor):
         depthwise_bytes: bool = True,
         weight_stream: bool = True,
         arena: bool = True,
+        gemm_tiles: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -437,15 +485,18 @@ class AdditivePredictor(Predictor):
         self.weight_stream = weight_stream
         #: price the simulated ONNX Runtime memory terms (False: the graph's own sizes only; ablation)
         self.arena = arena
+        #: count weight-GEMM MACs over whole SGEMM tiles (:func:`gemm_tile_factor`; False: ablation)
+        self.gemm_tiles = gemm_tiles
 
     def _latency_row(self, graph: ModelGraph, device: dict[str, Any]) -> np.ndarray:
         # a graph's row is the same in every fit: the family cross-fitting (5 refits) and the evaluation's
         # folds reuse the graph objects, and the rows are most of a fit's time
         key = (nchwc_block(device), self.im2col, self.recurrent_reread, self.reorder, self.depthwise_bytes,
-               self.weight_stream, l3_bytes(device))
+               self.weight_stream, l3_bytes(device), sgemm_tile(device) if self.gemm_tiles else (1, 1))
         return graph.derived(("latency_row", *key), lambda: latency_row(
             graph, key[0], im2col=self.im2col, recurrent_reread=self.recurrent_reread, reorder=self.reorder,
-            depthwise_bytes=self.depthwise_bytes, weight_stream=self.weight_stream, l3_bytes=key[6]))
+            depthwise_bytes=self.depthwise_bytes, weight_stream=self.weight_stream, l3_bytes=key[6],
+            gemm_tile=key[7]))
 
     def _memory_row(self, graph: ModelGraph, device: dict[str, Any]) -> np.ndarray:
         block = nchwc_block(device)
@@ -540,7 +591,7 @@ class AdditivePredictor(Predictor):
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
         return {"prices": self.prices_, "group_runs": self.group_runs_, "latency_columns": list(LATENCY_COLUMNS),
-                "memory_columns": list(MEMORY_COLUMNS)}
+                "memory_columns": list(MEMORY_COLUMNS), "gemm_tiles": bool(self.gemm_tiles)}
 
     def _load_state(self, directory: Path, state: dict[str, Any]) -> None:
         if list(state.get("latency_columns") or []) != list(LATENCY_COLUMNS) or list(
@@ -551,3 +602,5 @@ class AdditivePredictor(Predictor):
             )
         self.prices_ = {t: {k: list(v) for k, v in table.items()} for t, table in state["prices"].items()}
         self.group_runs_ = {k: int(v) for k, v in (state.get("group_runs") or {}).items()}
+        # the MACs the prices were fitted on: an artifact from before tiles (session 20) priced them untiled
+        self.gemm_tiles = bool(state.get("gemm_tiles", False))

@@ -92,10 +92,12 @@ class KernelCostPrior:
         return self
 
     def _kernel_row(self, graph: ModelGraph, nodes: Sequence[int], device: dict[str, Any]) -> np.ndarray:
-        from inferperf.predict.additive import nchwc_block, node_latency_rows
+        from inferperf.predict.additive import nchwc_block, node_latency_rows, sgemm_tile
 
-        block = nchwc_block(device)
-        row = graph.derived(("prior_rows", block), lambda: node_latency_rows(graph, block))[list(nodes)].sum(axis=0)
+        # the rows the prices were fitted on (the additive model's defaults: weight GEMMs over whole tiles)
+        block, tile = nchwc_block(device), sgemm_tile(device)
+        row = graph.derived(("prior_rows", block, tile), lambda: node_latency_rows(graph, block, gemm_tile=tile)
+                            )[list(nodes)].sum(axis=0)
         if self.level == "kernel":
             row[0] = 1.0  # one launch
         return row
