@@ -47,10 +47,11 @@ def import_dataset(
         for e in pq.read_table(root / "fusion_edges.parquet").to_pylist():
             edges[int(e.pop("run_id"))].append(e)
     counts = {"models": 0, "runs": 0, "skipped_runs": 0}
+    origin = str(root.resolve())  # where every imported run and environment says it came from
     with PerfDB.open(db_url) as db:
         # each run keeps the environment id it was exported with (the export carries no library versions, so
         # the row only says where it came from); a run without one gets the import's own environment
-        fallback_env = db.upsert_environment({"imported_from": str(root.resolve())})
+        fallback_env = db.upsert_environment({"imported_from": origin})
         env_ids: dict[str, str] = {}
         device_ids: dict[str, str] = {}
         model_ids: dict[str, int] = {}
@@ -87,9 +88,9 @@ def import_dataset(
                 continue
             env = row.get("environment_id")
             if env and env not in env_ids:
-                env_ids[env] = db.upsert_environment({"id": env, "imported_from": str(root.resolve())})
+                env_ids[env] = db.upsert_environment({"id": env, "imported_from": origin})
             run_id = int(row["run_id"])
-            record = _run_record(row, config, kernels.get(run_id), edges.get(run_id), root)
+            record = _run_record(row, config, kernels.get(run_id), edges.get(run_id), origin)
             created = row.get("created_at")
             db.add_run(record, model_id, device_ids[dev], env_ids[env] if env else fallback_env,
                        kind=row.get("kind") or "bench", config_key=row.get("config_key") or None,
@@ -106,7 +107,7 @@ def _marker(model_hash: str, device_id: str, config_key: str | None, status: str
 
 
 def _run_record(
-    row: dict[str, Any], config: dict[str, Any], kernels: list | None, edges: list | None, root: Path
+    row: dict[str, Any], config: dict[str, Any], kernels: list | None, edges: list | None, origin: str
 ) -> dict[str, Any]:
     from inferperf.dataset.parquet import LATENCY_STATS
     from inferperf.measure.speed_probe import PROBE_VERSION
@@ -130,7 +131,7 @@ def _run_record(
                                    "first_inference_ms")},
         "kernels": sorted(kernels, key=lambda k: k.get("ordinal", 0)) if kernels is not None else None,
         "fusion_edges": edges,
-        "provenance": {"imported_from": str(root.resolve()), "original_run_id": row.get("run_id"),
+        "provenance": {"imported_from": origin, "original_run_id": row.get("run_id"),
                        "memory_method": row.get("memory_method"), "background_cpu": row.get("background_cpu"),
                        # the export keeps only the probe's median, and only of the current probe version
                        **({"speed_probe": {"median_ms": row["speed_probe_ms"], "version": PROBE_VERSION}}

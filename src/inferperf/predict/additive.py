@@ -116,12 +116,12 @@ def gemm_tile_factor(node: Any, tile: tuple[int, int], recurrent: bool = False) 
     if rows_tile <= 1 and cols_tile <= 1:
         return 1.0
     if recurrent:
-        x = node.inputs[0].shape if node.inputs else None
-        hidden = int(node.attributes.get("hidden_size", 0) or 0)
-        if x is None or len(x) != 3 or not hidden or not x[2]:
+        dims = _rnn_dims(node)
+        if dims is None or not dims[2]:
             return 1.0
-        batch = max(int(x[0] if int(node.attributes.get("layout", 0) or 0) == 1 else x[1]), 1)
-        recurrent_share = hidden / (hidden + int(x[2]))  # the H×H product's share of each step's MACs
+        _, batch, inputs, hidden = dims
+        batch = max(batch, 1)
+        recurrent_share = hidden / (hidden + inputs)  # the H×H product's share of each step's MACs
         return 1.0 - recurrent_share + recurrent_share * -(-batch // rows_tile) * rows_tile / batch
     out = node.outputs[0].shape if node.outputs else None
     if not out or not out[-1]:
@@ -268,6 +268,17 @@ def reorder_mb(graph: ModelGraph, block: int) -> float:
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
+def _rnn_dims(node: Any) -> tuple[int, int, int, int] | None:
+    """(steps, batch, input size, hidden size) of an RNN / GRU / LSTM node from its input's shape and its
+    ``layout`` (0: [steps, batch, input], 1: [batch, steps, input]); None if they are unknown."""
+    x = node.inputs[0].shape if node.inputs else None
+    hidden = int(node.attributes.get("hidden_size", 0) or 0)
+    if x is None or len(x) != 3 or not hidden:
+        return None
+    steps, batch = (x[1], x[0]) if int(node.attributes.get("layout", 0) or 0) == 1 else (x[0], x[1])
+    return int(steps), int(batch), int(x[2]), hidden
+
+
 def recurrent_reread_mb(node: Any) -> float | None:
     """MB of recurrent weights an RNN / GRU / LSTM node reads over its time steps; None if shapes are unknown.
 
@@ -277,12 +288,11 @@ def recurrent_reread_mb(node: Any) -> float | None:
     MatMul MACs and the re-read as MatMul bytes, instead of as a "recurrent" kind nobody else has. The only
     recurrent family, held out: 62% -> 13% LOFO MAPE.
     """
-    x = node.inputs[0].shape if node.inputs else None
-    hidden = int(node.attributes.get("hidden_size", 0) or 0)
-    if x is None or len(x) != 3 or not hidden:
+    dims = _rnn_dims(node)
+    if dims is None:
         return None
+    seq, _, _, hidden = dims
     directions = 2 if node.attributes.get("direction") == "bidirectional" else 1
-    seq = x[1] if int(node.attributes.get("layout", 0) or 0) == 1 else x[0]
     return seq * directions * _GATES.get(node.op_type, 4) * hidden * hidden * 4 / 1e6
 
 
